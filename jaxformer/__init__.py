@@ -1,0 +1,7 @@
+"""jaxformer: transformer models in JAX/Flax NNX, with training, generation and scale-out."""
+
+from jaxformer.models import DecoderConfig, DecoderLM
+from jaxformer.presets import count_params, load_model_config
+
+__version__ = "0.1.0"
+__all__ = ["DecoderConfig", "DecoderLM", "count_params", "load_model_config"]

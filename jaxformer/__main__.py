@@ -1,0 +1,5 @@
+import sys
+
+from jaxformer.cli import main
+
+sys.exit(main())

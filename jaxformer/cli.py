@@ -1,0 +1,51 @@
+"""The `jaxformer` command. Each subcommand lives in `jaxformer/commands/<name>.py` and provides
+`add_arguments(parser)` and `run(args) -> int`."""
+
+import argparse
+import importlib
+import os
+import sys
+
+from jaxformer.errors import UserError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "info": ("jaxformer.commands.info", "parameter count, sizes and FLOPs of a model config"),
+    "train": ("jaxformer.commands.train", "train a model from a config, resuming if possible"),
+    "generate": ("jaxformer.commands.generate", "sample text from a run directory or HF checkpoint"),
+    "tokens": ("jaxformer.commands.tokens", "show how a tokenizer splits a text"),
+    "attention": ("jaxformer.commands.attention", "plot attention patterns for a text"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue  # a command not built yet
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (UserError, FileNotFoundError) as e:
+        if os.environ.get("JAXFORMER_DEBUG"):
+            raise
+        print(f"jaxformer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The decoder LM's configuration: one dataclass covers GPT-2, Llama and their relatives."""
+
+import dataclasses
+
+from jaxformer.nn.attention_ops import IMPLEMENTATIONS
+from jaxformer.nn.feedforward import ACTIVATIONS, GATED
+from jaxformer.nn.positions import RopeScaling
+
+POSITIONS = ("learned", "rope", "sinusoidal", "alibi", "none")
+NORMS = ("layernorm", "rmsnorm")
+REMAT = ("none", "dots_saveable", "full")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Sizes use the standard names: V vocab_size, D d_model, L max_seq_len, H num_heads,
+    I mlp_dim (feed-forward width), N num_layers."""
+
+    vocab_size: int = 50257
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    num_kv_heads: int | None = None  # None: = num_heads (MHA); 1: MQA; a divisor: GQA
+    head_dim: int | None = None  # None: d_model // num_heads
+    mlp_dim: int | None = None  # explicit feed-forward width; None: mlp_ratio * d_model
+    mlp_ratio: float = 4.0
+    max_seq_len: int = 1024
+    position: str = "learned"  # learned | rope | sinusoidal | alibi | none
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None  # Llama-3.1 frequency scaling
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    norm_position: str = "pre"  # pre (GPT-2, Llama) | post (2017 Transformer)
+    activation: str = "gelu_tanh"  # gelu | gelu_tanh | relu | silu | swiglu | geglu | reglu
+    use_bias: bool = True  # biases in attention and feed-forward projections (and LayerNorm)
+    tie_embeddings: bool = True  # LM head = token embedding transposed
+    dropout: float = 0.0  # on embeddings and residual branches
+    sliding_window: int | None = None  # attend to at most this many previous tokens
+    attention_impl: str = "xla"  # xla | cudnn | einsum (einsum can return attention weights)
+    init_std: float = 0.02
+    dtype: str = "float32"  # activations / compute
+    param_dtype: str = "float32"
+    scan_layers: bool = False  # one compiled layer body scanned over a stacked "layers" axis
+    remat: str = "none"  # none | dots_saveable | full
+
+    def __post_init__(self):
+        def check(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"model.{name}={value!r} is not one of {list(allowed)}")
+
+        check("position", POSITIONS)
+        check("norm", NORMS)
+        check("norm_position", ("pre", "post"))
+        check("activation", tuple(ACTIVATIONS) + tuple(GATED))
+        check("attention_impl", IMPLEMENTATIONS)
+        check("remat", REMAT)
+        check("dtype", DTYPES)
+        check("param_dtype", DTYPES)
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"model.num_kv_heads={self.num_kv_heads} must divide "
+                             f"model.num_heads={self.num_heads}")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
+                             f"{self.num_heads}: set model.head_dim explicitly")
+        if self.position == "rope" and self.head_size % 2:
+            raise ValueError(f"RoPE needs an even head_dim, got {self.head_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.mlp_dim or int(self.mlp_ratio * self.d_model)
+
+    def replace(self, **changes) -> "DecoderConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,115 @@
+"""The decoder-only language model: GPT-2 and Llama (and their relatives) from one config.
+
+    tokens -> token embedding (+ learned or sinusoidal positions) -> N x TransformerBlock
+           -> final norm (pre-norm models) -> LM head (tied embedding or its own matrix) -> logits
+
+One call signature serves training and decoding: `model(tokens, positions, segment_ids, cache)`
+returns `(logits, cache)`; the cache is a plain pytree that goes in and comes back out.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxformer.models.config import DecoderConfig
+from jaxformer.nn import kv_cache
+from jaxformer.nn.attention import Attention
+from jaxformer.nn.block import TransformerBlock
+from jaxformer.nn.dropout import dropout
+from jaxformer.nn.embedding import Embed, LearnedPositions
+from jaxformer.nn.feedforward import FeedForward
+from jaxformer.nn.linear import Linear
+from jaxformer.nn.norms import make_norm
+from jaxformer.nn.params import normal
+from jaxformer.nn.positions import sinusoidal
+
+
+def make_block(config: DecoderConfig, rngs: nnx.Rngs) -> TransformerBlock:
+    c = config
+    dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    # GPT-2 scales the init of the projections that write into the residual stream by 1/sqrt(2N),
+    # so the residual's variance does not grow with depth.
+    out_init = normal(c.init_std / math.sqrt(2 * c.num_layers))
+    attention = Attention(
+        c.d_model, c.num_heads, num_kv_heads=c.kv_heads, head_dim=c.head_size, use_bias=c.use_bias,
+        causal=True, position=c.position, rope_theta=c.rope_theta, rope_scaling=c.rope_scaling,
+        sliding_window=c.sliding_window, implementation=c.attention_impl, init=normal(c.init_std),
+        out_init=out_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    feed_forward = FeedForward(
+        c.d_model, c.ffn_dim, activation=c.activation, use_bias=c.use_bias, init=normal(c.init_std),
+        out_init=out_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    norm = lambda: make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
+                             param_dtype=param_dtype, rngs=rngs)
+    return TransformerBlock(attention, feed_forward, norm(), norm(), norm_position=c.norm_position,
+                            dropout_rate=c.dropout)
+
+
+class DecoderLM(nnx.Module):
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        c = self.config = config
+        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        self.embed = Embed(c.vocab_size, c.d_model, init_std=c.init_std, dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
+        self.position_embedding = (
+            LearnedPositions(c.max_seq_len, c.d_model, init_std=c.init_std / 2, dtype=dtype,
+                             param_dtype=param_dtype, rngs=rngs) if c.position == "learned" else None)
+        self.layers = nnx.List([make_block(c, rngs) for _ in range(c.num_layers)])
+        # Post-norm blocks end in a norm already; pre-norm stacks need one before the head.
+        self.final_norm = (make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
+                                     param_dtype=param_dtype, rngs=rngs)
+                           if c.norm_position == "pre" else None)
+        self.lm_head = (None if c.tie_embeddings else
+                        Linear(c.d_model, c.vocab_size, in_axes=("embed",), out_axes=("vocab",),
+                               use_bias=False, init=normal(c.init_std), dtype=dtype,
+                               param_dtype=param_dtype, rngs=rngs))
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: list | None = None,
+        *,
+        dropout_rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, list | None]:
+        """tokens: [batch, time] int. positions: [batch, time], default 0..time-1 (required with a
+        cache). segment_ids: [batch, time], documents packed in one row get distinct ids, 0 is
+        padding; default all one document. cache: from `init_cache`. dropout_rng: a key turns
+        dropout on (training); None is evaluation.
+
+        Returns (logits [batch, time, vocab] float32, the updated cache or None).
+        """
+        c = self.config
+        batch, time = tokens.shape
+        if positions is None:
+            if cache is not None:
+                raise ValueError("decoding with a KV cache needs explicit positions")
+            positions = jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), (batch, time))
+        x = self.embed(tokens)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(positions)
+        elif c.position == "sinusoidal":
+            x = x + sinusoidal(positions, c.d_model).astype(x.dtype)
+        keys = (jax.random.split(dropout_rng, c.num_layers + 1) if dropout_rng is not None
+                else [None] * (c.num_layers + 1))
+        x = dropout(x, c.dropout, keys[-1])
+
+        new_cache = [] if cache is not None else None
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i],
+                                   dropout_rng=keys[i])
+            if cache is not None:
+                new_cache.append(layer_cache)
+
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
+        return logits.astype(jnp.float32), new_cache
+
+    def init_cache(self, batch: int, max_len: int | None = None) -> list[dict[str, jax.Array]]:
+        """An empty KV cache for `batch` rows of up to `max_len` (default: the context) tokens."""
+        c = self.config
+        return [kv_cache.init_layer_cache(batch, max_len or c.max_seq_len, c.kv_heads, c.head_size,
+                                          jnp.dtype(c.dtype)) for _ in range(c.num_layers)]

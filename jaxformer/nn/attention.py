@@ -1,0 +1,120 @@
+"""Multi-head attention with grouped key/value heads, position schemes, masks and a KV cache."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxformer.nn import attention_ops, kv_cache
+from jaxformer.nn.linear import Linear
+from jaxformer.nn.params import Initializer, normal
+from jaxformer.nn.positions import RopeScaling, alibi_bias, apply_rope
+
+
+class Attention(nnx.Module):
+    """softmax(q k^T / sqrt(head_dim) + bias) v over `num_heads` query heads and `num_kv_heads`
+    key/value heads (= num_heads: MHA; 1: MQA; in between: GQA).
+
+    `position` selects what happens inside attention: "rope" rotates q and k, "alibi" adds a
+    distance bias; anything else ("learned", "sinusoidal", "none") leaves it to the embedding.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        use_bias: bool = False,
+        causal: bool = True,
+        position: str = "none",
+        rope_theta: float = 10000.0,
+        rope_scaling: RopeScaling | None = None,
+        sliding_window: int | None = None,
+        implementation: str = "xla",
+        scale: float | None = None,
+        init: Initializer | None = None,
+        out_init: Initializer | None = None,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        num_kv_heads = num_kv_heads or num_heads
+        head_dim = head_dim or d_model // num_heads
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        if implementation not in attention_ops.IMPLEMENTATIONS:
+            raise ValueError(f"unknown attention implementation {implementation!r}: "
+                             f"use one of {attention_ops.IMPLEMENTATIONS}")
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.causal, self.position, self.sliding_window = causal, position, sliding_window
+        self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
+        self.implementation = implementation
+        self.scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+        common = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        init = init or normal(0.02)
+        self.query = Linear(d_model, (num_heads, head_dim), in_axes=("embed",),
+                            out_axes=("heads", "head_dim"), init=init, **common)
+        self.key = Linear(d_model, (num_kv_heads, head_dim), in_axes=("embed",),
+                          out_axes=("kv_heads", "head_dim"), init=init, **common)
+        self.value = Linear(d_model, (num_kv_heads, head_dim), in_axes=("embed",),
+                            out_axes=("kv_heads", "head_dim"), init=init, **common)
+        self.out = Linear((num_heads, head_dim), d_model, in_axes=("heads", "head_dim"),
+                          out_axes=("embed",), init=out_init or init, **common)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array | None = None,
+        cache: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        """x: [batch, time, embed]; positions, segment_ids: [batch, time] (segment 0 = padding).
+
+        Without a cache, token i attends to tokens j of the same segment (j <= i if causal).
+        With a cache ({"k", "v", "segment_ids"} from `kv_cache.init_layer_cache`), the new keys and
+        values are written at `positions` and the queries attend over every filled slot at or before
+        their own position. Returns (output [batch, time, embed], updated cache or None).
+        """
+        batch, time, _ = x.shape
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if self.position == "rope":
+            q = apply_rope(q, positions, self.rope_theta, self.rope_scaling)
+            k = apply_rope(k, positions, self.rope_theta, self.rope_scaling)
+
+        if cache is None:
+            q_index = k_index = jnp.broadcast_to(jnp.arange(time), (batch, time))
+            k_segment_ids = segment_ids
+        else:
+            if segment_ids is None:
+                segment_ids = jnp.ones((batch, time), jnp.int32)
+            cache = kv_cache.write(cache, k, v, positions, segment_ids)
+            k, v, k_segment_ids = cache["k"], cache["v"], cache["segment_ids"]
+            q_index = positions
+            k_index = jnp.broadcast_to(jnp.arange(k.shape[1]), (batch, k.shape[1]))
+
+        bias = None
+        if self.position == "alibi":
+            bias = alibi_bias(self.num_heads, q_index, k_index, self.causal)
+        # With nothing but a plain causal (or no) mask, let the kernel build it: that is the case
+        # cuDNN's flash attention handles fastest.
+        builtin_mask = (cache is None and k_segment_ids is None and bias is None
+                        and self.sliding_window is None)
+        if self.implementation != "einsum" and builtin_mask:
+            out = attention_ops.xla_attention(q, k, v, scale=self.scale, is_causal=self.causal,
+                                              implementation=self._xla_implementation())
+        else:
+            mask = attention_ops.attention_mask(q_index, k_index, segment_ids, k_segment_ids,
+                                                causal=self.causal, sliding_window=self.sliding_window)
+            if self.implementation == "einsum":
+                out, weights = attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
+                self.sow(nnx.Intermediate, "attention_weights", weights)
+            else:
+                out = attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
+                                                  implementation=self._xla_implementation())
+        return self.out(out), cache
+
+    def _xla_implementation(self) -> str | None:
+        return "cudnn" if self.implementation == "cudnn" else None

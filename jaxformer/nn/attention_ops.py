@@ -1,0 +1,75 @@
+"""Scaled dot-product attention: the mask, and two interchangeable implementations.
+
+Layout throughout: q [batch, q_time, heads, head_dim], k/v [batch, k_time, kv_heads, head_dim],
+with kv_heads dividing heads (GQA; kv_heads == 1 is MQA). Query head h reads key/value head
+h // (heads // kv_heads), the grouping that HF and `jax.nn.dot_product_attention` both use.
+
+- `einsum_attention`: softmax(q k^T * scale + bias, masked) v written out, returning the weights too
+  (for inspection and plots).
+- `xla_attention`: `jax.nn.dot_product_attention`, which XLA fuses and which can call cuDNN's flash
+  kernel on GPUs.
+"""
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
+
+
+def attention_mask(
+    q_index: jax.Array,
+    k_index: jax.Array,
+    q_segment_ids: jax.Array | None,
+    k_segment_ids: jax.Array | None,
+    *,
+    causal: bool,
+    sliding_window: int | None = None,
+) -> jax.Array:
+    """Which keys each query may see: [batch, 1, q_time, k_time] bool.
+
+    q_index/k_index: [batch, time] index of each token in the key/value sequence (in the KV cache
+    that is the cache slot, i.e. the position). Segment ids keep packed documents apart; segment 0
+    marks padding, which no query attends to.
+    """
+    mask = jnp.ones((q_index.shape[0], q_index.shape[1], k_index.shape[1]), bool)
+    distance = q_index[:, :, None] - k_index[:, None, :]
+    if causal:
+        mask &= distance >= 0
+    if sliding_window is not None:
+        mask &= jnp.abs(distance) < sliding_window
+    if k_segment_ids is not None:
+        mask &= (k_segment_ids != 0)[:, None, :]
+        if q_segment_ids is not None:
+            mask &= q_segment_ids[:, :, None] == k_segment_ids[:, None, :]
+    return mask[:, None, :, :]
+
+
+def einsum_attention(q, k, v, mask=None, bias=None, *, scale: float):
+    """Returns (out [batch, q_time, heads, head_dim], weights [batch, heads, q_time, k_time])."""
+    batch, q_time, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    group = heads // kv_heads
+    qg = q.reshape(batch, q_time, kv_heads, group, head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores.reshape(batch, heads, q_time, k.shape[1]) * scale
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        # A finite floor rather than -inf: a fully masked row (a padding query) then gets a uniform,
+        # harmless distribution instead of NaNs that would poison the gradients.
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    wg = weights.reshape(batch, kv_heads, group, q_time, k.shape[1]).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", wg, v).reshape(batch, q_time, heads, head_dim)
+    return out, weights
+
+
+def xla_attention(q, k, v, mask=None, bias=None, *, scale: float, is_causal: bool = False,
+                  implementation: str | None = None):
+    """`jax.nn.dot_product_attention`. With `is_causal` and no mask it can take the cuDNN flash
+    path; `is_causal` is only correct when q and k cover the same span (see JAX_NOTES: the built-in
+    causal mask is aligned top-left), so the KV-cache path passes an explicit mask instead."""
+    if bias is not None:
+        bias = bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
+                                        implementation=implementation)

@@ -1,0 +1,50 @@
+"""A dense layer over several input and output axes at once.
+
+Attention projections keep heads as their own axis (`[embed, heads, head_dim]`) so that the head
+axis can be sharded by name; a plain 2-D kernel would hide it. One class covers both cases.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxformer.nn.params import Initializer, normal, param, zeros
+
+
+class Linear(nnx.Module):
+    """y = x @ W + b, contracting the last `len(in_shape)` axes of x.
+
+    kernel: [*in_shape, *out_shape], named `in_axes + out_axes`; bias: [*out_shape].
+    """
+
+    def __init__(
+        self,
+        in_shape: int | Sequence[int],
+        out_shape: int | Sequence[int],
+        *,
+        in_axes: Sequence[str | None],
+        out_axes: Sequence[str | None],
+        use_bias: bool = True,
+        init: Initializer | None = None,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+        self.num_in = len(in_shape)
+        self.dtype = dtype
+        self.kernel = param(
+            rngs.params(), init or normal(0.02), in_shape + out_shape, tuple(in_axes) + tuple(out_axes),
+            param_dtype,
+        )
+        self.bias = param(rngs.params(), zeros, out_shape, out_axes, param_dtype) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(self.dtype)
+        y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.num_in)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
