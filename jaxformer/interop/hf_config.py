@@ -1,0 +1,190 @@
+"""HuggingFace `config.json` <-> `DecoderConfig`, for GPT2LMHeadModel and LlamaForCausalLM.
+
+Only settings that change the forward pass are mapped; anything the decoder cannot reproduce
+exactly (biases on attention but not the MLP, an unsupported RoPE variant, ...) is refused rather
+than silently approximated. Dropout rates are not carried over: an imported model starts with
+`dropout=0.0`; set it with `config.replace(dropout=...)` before fine-tuning.
+"""
+
+from typing import Any
+
+from jaxformer.interop.errors import UnsupportedArchitectureError, UnsupportedConfigError
+from jaxformer.models.config import DecoderConfig
+from jaxformer.nn.positions import RopeScaling
+
+GPT2 = "GPT2LMHeadModel"
+LLAMA = "LlamaForCausalLM"
+SUPPORTED = (GPT2, LLAMA)
+MODEL_TYPES = {"gpt2": GPT2, "llama": LLAMA}
+
+# HF activation names -> jaxformer's. GPT-2 applies one to the MLP's hidden layer; Llama applies it
+# to the gate branch of a gated MLP, so "silu" there means SwiGLU.
+GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
+                    "relu": "relu", "silu": "silu", "swish": "silu"}
+LLAMA_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu", "relu": "reglu"}
+
+
+def architecture(hf_config: dict[str, Any]) -> str:
+    """The supported class named by `architectures` (or, failing that, by `model_type`)."""
+    names = hf_config.get("architectures") or []
+    for name in names:
+        if name in SUPPORTED:
+            return name
+    if not names and hf_config.get("model_type") in MODEL_TYPES:
+        return MODEL_TYPES[hf_config["model_type"]]
+    found = ", ".join(names) if names else f"model_type={hf_config.get('model_type')!r}"
+    raise UnsupportedArchitectureError(
+        f"unsupported architecture {found}: jaxformer imports {', '.join(SUPPORTED)}")
+
+
+def config_from_hf(hf_config: dict[str, Any]) -> DecoderConfig:
+    """A `DecoderConfig` equal in function to an HF `config.json` dict (GPT-2 or Llama)."""
+    arch = architecture(hf_config)
+    return _gpt2_config(hf_config) if arch == GPT2 else _llama_config(hf_config)
+
+
+def _choose(hf: dict, key: str, table: dict[str, str], default: str) -> str:
+    value = hf.get(key, default)
+    if value not in table:
+        raise UnsupportedConfigError(f"config.json {key}={value!r} is not supported: "
+                                     f"use one of {sorted(table)}")
+    return table[value]
+
+
+def _require(hf: dict, key: str, expected: Any, default: Any) -> None:
+    if hf.get(key, default) != expected:
+        raise UnsupportedConfigError(f"config.json {key}={hf.get(key)!r} is not supported "
+                                     f"(jaxformer's decoder needs {key}={expected!r})")
+
+
+def _gpt2_config(hf: dict) -> DecoderConfig:
+    # Defaults are GPT2Config's, for hand-written config.json files that leave keys out.
+    _require(hf, "scale_attn_weights", True, True)
+    _require(hf, "scale_attn_by_inverse_layer_idx", False, False)
+    _require(hf, "add_cross_attention", False, False)
+    d_model = hf.get("n_embd", 768)
+    return DecoderConfig(
+        vocab_size=hf.get("vocab_size", 50257),
+        d_model=d_model,
+        num_layers=hf.get("n_layer", 12),
+        num_heads=hf.get("n_head", 12),
+        mlp_dim=hf.get("n_inner") or 4 * d_model,
+        max_seq_len=hf.get("n_positions", 1024),
+        position="learned",
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        activation=_choose(hf, "activation_function", GPT2_ACTIVATIONS, "gelu_new"),
+        use_bias=True,
+        tie_embeddings=hf.get("tie_word_embeddings", True),
+    )
+
+
+def _llama_rope(hf: dict) -> tuple[float, RopeScaling | None]:
+    # transformers 5 writes `rope_parameters` (theta inside); 4.x writes `rope_theta` and
+    # `rope_scaling` (with "type" in early 4.x releases).
+    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type == "default":
+        return theta, None
+    if rope_type == "llama3":
+        return theta, RopeScaling(
+            factor=float(params["factor"]), low_freq_factor=float(params["low_freq_factor"]),
+            high_freq_factor=float(params["high_freq_factor"]),
+            original_max_position=int(params["original_max_position_embeddings"]))
+    raise UnsupportedConfigError(f"config.json rope_type={rope_type!r} is not supported: "
+                                 f"jaxformer implements 'default' and 'llama3' RoPE")
+
+
+def _llama_config(hf: dict) -> DecoderConfig:
+    attention_bias, mlp_bias = hf.get("attention_bias", False), hf.get("mlp_bias", False)
+    if attention_bias != mlp_bias:
+        raise UnsupportedConfigError(
+            f"config.json attention_bias={attention_bias} with mlp_bias={mlp_bias} is not "
+            f"supported: DecoderConfig.use_bias switches attention and MLP biases together")
+    d_model, num_heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
+    rope_theta, rope_scaling = _llama_rope(hf)
+    return DecoderConfig(
+        vocab_size=hf.get("vocab_size", 32000),
+        d_model=d_model,
+        num_layers=hf.get("num_hidden_layers", 32),
+        num_heads=num_heads,
+        num_kv_heads=hf.get("num_key_value_heads") or num_heads,
+        head_dim=hf.get("head_dim") or d_model // num_heads,
+        mlp_dim=hf.get("intermediate_size", 11008),
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        position="rope",
+        rope_theta=rope_theta,
+        rope_scaling=rope_scaling,
+        norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        activation=_choose(hf, "hidden_act", LLAMA_ACTIVATIONS, "silu"),
+        use_bias=bool(attention_bias),
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+    )
+
+
+def _invert(table: dict[str, str]) -> dict[str, str]:
+    inverse = {}
+    for hf_name, ours in table.items():
+        inverse.setdefault(ours, hf_name)  # first entry is the canonical HF name
+    return inverse
+
+
+def export_architecture(config: DecoderConfig) -> str:
+    """Which HF class reproduces `config` exactly; UnsupportedConfigError says why none does."""
+    c = config
+    common = []
+    if c.norm_position != "pre":
+        common.append("norm_position='post'")
+    if c.sliding_window is not None:
+        common.append(f"sliding_window={c.sliding_window}")
+    if c.scan_layers:
+        common.append("scan_layers=True (export the per-layer layout)")
+    gpt2 = (c.position == "learned" and c.norm == "layernorm" and c.use_bias
+            and c.activation in _invert(GPT2_ACTIVATIONS) and c.kv_heads == c.num_heads
+            and c.head_size * c.num_heads == c.d_model)
+    llama = (c.position == "rope" and c.norm == "rmsnorm" and c.activation in _invert(LLAMA_ACTIVATIONS))
+    if common or not (gpt2 or llama):
+        raise UnsupportedConfigError(
+            "no HuggingFace architecture matches this config"
+            + (f" ({', '.join(common)})" if common else "")
+            + ": GPT2LMHeadModel needs learned positions, LayerNorm with biases, MHA and a plain "
+              "activation; LlamaForCausalLM needs RoPE, RMSNorm and a gated activation")
+    return GPT2 if gpt2 else LLAMA
+
+
+def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
+    """An HF `config.json` dict for `config` (the inverse of `config_from_hf`)."""
+    c = config
+    arch = export_architecture(c)
+    # HF's GPT-2 default token ids (50256) are outside a smaller vocabulary, where HF warns.
+    special = 50256 if c.vocab_size > 50256 else None
+    if arch == GPT2:
+        return {
+            "architectures": [GPT2], "model_type": "gpt2", "vocab_size": c.vocab_size,
+            "n_embd": c.d_model, "n_layer": c.num_layers, "n_head": c.num_heads,
+            "n_inner": c.ffn_dim, "n_positions": c.max_seq_len, "layer_norm_epsilon": c.norm_eps,
+            "activation_function": _invert(GPT2_ACTIVATIONS)[c.activation],
+            "tie_word_embeddings": c.tie_embeddings, "scale_attn_weights": True,
+            "scale_attn_by_inverse_layer_idx": False, "bos_token_id": special,
+            "eos_token_id": special, "torch_dtype": c.param_dtype,
+        }
+    rope_scaling = None
+    if c.rope_scaling is not None:
+        s = c.rope_scaling
+        rope_scaling = {"rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
+                        "high_freq_factor": s.high_freq_factor,
+                        "original_max_position_embeddings": s.original_max_position}
+    # `rope_theta` + `rope_scaling` is the 4.x layout; transformers 5 still reads it.
+    return {
+        "architectures": [LLAMA], "model_type": "llama", "vocab_size": c.vocab_size,
+        "hidden_size": c.d_model, "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads, "num_key_value_heads": c.kv_heads,
+        "head_dim": c.head_size, "intermediate_size": c.ffn_dim,
+        "max_position_embeddings": c.max_seq_len, "rope_theta": c.rope_theta,
+        "rope_scaling": rope_scaling, "rms_norm_eps": c.norm_eps,
+        "hidden_act": _invert(LLAMA_ACTIVATIONS)[c.activation], "attention_bias": c.use_bias,
+        "mlp_bias": c.use_bias, "tie_word_embeddings": c.tie_embeddings,
+        "torch_dtype": c.param_dtype,
+    }
