@@ -19,7 +19,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="jaxformer", description="Transformer models in JAX/Flax: train, sample, inspect.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:

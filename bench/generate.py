@@ -1,0 +1,124 @@
+"""Decoding speed: jaxformer's compiled scan loop vs HuggingFace transformers `generate`.
+
+GPT-2 small shape, random weights, 16-token prompts, 128 new tokens, greedy, at batch 1 and 8.
+Prints tokens/s for both (new tokens over wall time, prefill included), their ratio, the time to
+first token (prefill + one sampled token, compile excluded), and how close batch-1 decoding gets to
+the memory-bandwidth cap (bandwidth / bytes of weights read per token).
+
+    python bench/generate.py                      # CPU, float32, both libraries
+    python bench/generate.py --dtype bfloat16 --no-hf   # e.g. on a GPU
+Target on the 2-core CPU: at least 2x HF's tokens/s at batch 1 and at batch 8.
+"""
+
+import argparse
+import os
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+import jaxformer
+from jaxformer.generate import decode, make_settings
+
+
+def weight_bytes(model) -> int:
+    """Bytes of weights read per decoded token: every parameter, except that only one row of the
+    position table is read (the token embedding is read whole by the tied LM head)."""
+    params = nnx.state(model, nnx.Param)
+    total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    if model.position_embedding is not None:
+        table = model.position_embedding.embedding[...]
+        total -= table.size * table.dtype.itemsize - table.shape[1] * table.dtype.itemsize
+    return total
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_jaxformer(model, prompts, new_tokens: int, repeats: int) -> dict:
+    full = make_settings(new_tokens, temperature=0.0)
+    first = make_settings(1, temperature=0.0)
+    timings = {}
+    decode(model, prompts, full, timings=timings)  # compile
+    compile_s = timings["compile_s"]
+    decode(model, prompts, first)  # compile the one-token program
+    total = best_of(lambda: decode(model, prompts, full), repeats)
+    ttft = best_of(lambda: decode(model, prompts, first), repeats)
+    return {"tokens_per_s": len(prompts) * new_tokens / total, "ttft_s": ttft,
+            "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / max(total - ttft, 1e-9),
+            "compile_s": compile_s}
+
+
+def bench_hf(prompts, new_tokens: int, repeats: int) -> dict:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config()).eval()
+    ids = torch.tensor(prompts, dtype=torch.long)
+    mask = torch.ones_like(ids)
+
+    def run(n):
+        with torch.inference_mode():
+            # min_new_tokens keeps a random model from stopping early at its EOS token.
+            return model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                  do_sample=False, use_cache=True, pad_token_id=50256)
+
+    out = run(new_tokens)  # warm-up
+    assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
+    total = best_of(lambda: run(new_tokens), repeats)
+    ttft = best_of(lambda: run(1), repeats)
+    return {"tokens_per_s": len(prompts) * new_tokens / total, "ttft_s": ttft,
+            "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / max(total - ttft, 1e-9)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt2-small")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many timed runs")
+    parser.add_argument("--bandwidth-gbs", type=float, default=30.0,
+                        help="memory read bandwidth for the cap (2-core CPU here: about 30)")
+    parser.add_argument("--no-hf", action="store_true", help="skip the HuggingFace comparison")
+    args = parser.parse_args()
+
+    config = jaxformer.load_model_config(args.model, dtype=args.dtype, param_dtype=args.dtype)
+    model = jaxformer.DecoderLM(config, rngs=nnx.Rngs(0))
+    nbytes = weight_bytes(model)
+    cap = args.bandwidth_gbs * 1e9 / nbytes
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f} (above the core count, timings are noisy)")
+    print(f"model: {args.model} {args.dtype}, {nbytes / 1e9:.3f} GB of weights read per token; "
+          f"batch-1 bandwidth cap at {args.bandwidth_gbs:g} GB/s: {cap:.1f} tokens/s")
+    print(f"{args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy, best of {args.repeats}")
+
+    rng = np.random.default_rng(0)
+    for batch in args.batch:
+        prompts = rng.integers(0, config.vocab_size, (batch, args.prompt_len)).tolist()
+        ours = bench_jaxformer(model, prompts, args.new_tokens, args.repeats)
+        line = (f"batch {batch}: jaxformer {ours['tokens_per_s']:.1f} tokens/s "
+                f"(decode {ours['decode_tokens_per_s']:.1f}), TTFT {ours['ttft_s'] * 1e3:.1f} ms, "
+                f"compile {ours['compile_s']:.1f} s")
+        if batch == 1:
+            line += f"; {ours['decode_tokens_per_s'] / cap:.0%} of the bandwidth cap"
+        print(line, flush=True)
+        if not args.no_hf and args.dtype == "float32":
+            hf = bench_hf(prompts, args.new_tokens, args.repeats)
+            print(f"batch {batch}: HF transformers {hf['tokens_per_s']:.1f} tokens/s "
+                  f"(decode {hf['decode_tokens_per_s']:.1f}), TTFT {hf['ttft_s'] * 1e3:.1f} ms; "
+                  f"ratio jaxformer/HF {ours['tokens_per_s'] / hf['tokens_per_s']:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""`jaxformer generate`: sample text from a run directory or a HuggingFace model directory.
+
+    jaxformer generate runs/shakespeare_char_cpu --prompt "ROMEO:" --max-new-tokens 200
+    jaxformer generate ./gpt2 --prompt "Hello, my dog" --temperature 0.7 --top-p 0.9
+    jaxformer generate ./gpt2 --prompt-ids 15496,11,616,3290 --temperature 0    # no tokenizer needed
+    jaxformer generate ./gpt2 --prompt-file prompts.txt     # one prompt per line, run as one batch
+
+The text goes to stdout (streamed as it is produced when there is one prompt); compile time, time to
+first token and decode tokens/s go to stderr. Tokenizers for HF directories: see
+`jaxformer.generate.source`. Generation stops at the model's end-of-text token unless
+--ignore-eos; the same --seed gives the same text.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxformer.errors import UserError
+from jaxformer.generate import decode, make_settings
+from jaxformer.generate.prompts import check_request
+from jaxformer.generate.source import Source, load_source
+from jaxformer.generate.streaming import TextStream, TokenTimer
+
+DEFAULT_NEW_TOKENS = 100
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="RUN_DIR_OR_HF_DIR",
+                        help="a `jaxformer train` run directory or a HuggingFace model directory")
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", action="append", metavar="TEXT",
+                        help="text to continue (repeat for a batch of prompts)")
+    prompt.add_argument("--prompt-file", type=Path, metavar="FILE",
+                        help="a UTF-8 file with one prompt per line (blank lines skipped)")
+    prompt.add_argument("--prompt-ids", action="append", metavar="IDS",
+                        help="a prompt as comma-separated token ids (repeatable); works without "
+                             "a tokenizer, and then prints token ids")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help=f"tokens to generate per prompt (default: {DEFAULT_NEW_TOKENS}, or "
+                             f"fewer if the model's context is shorter)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default: 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="sample from the smallest set of tokens holding probability p")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                        help="print text as it is produced (one prompt only; default: on)")
+    parser.add_argument("--tokenizer", metavar="PATH", default=None,
+                        help="a sentencepiece .model, a tokenizer.json or a saved tokenizer "
+                             "directory, overriding the one found next to the model")
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="do not stop at the end-of-text token")
+
+
+def read_prompts(args, source: Source) -> tuple[list[list[int]], list[str] | None]:
+    """(token ids of each prompt, the prompt texts or None when given as ids)."""
+    if args.prompt_ids:
+        prompts = [parse_ids(text) for text in args.prompt_ids]
+        return prompts, None
+    if args.prompt_file is not None:
+        if not args.prompt_file.is_file():
+            raise UserError(f"prompt file {args.prompt_file} does not exist")
+        texts = [line for line in args.prompt_file.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        if not texts:
+            raise UserError(f"prompt file {args.prompt_file} has no non-blank lines")
+    else:
+        texts = args.prompt
+    if source.tokenizer is None:
+        raise UserError(f"{args.source} has no tokenizer (no tokenizer.json or tokenizer.model): "
+                        f"pass --tokenizer PATH, or the prompt as token ids with --prompt-ids")
+    return [source.tokenizer.encode(text) for text in texts], texts
+
+
+def parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise UserError(f"--prompt-ids {text!r}: expected comma-separated integers like "
+                        f"15496,11,616") from None
+
+
+def choose_new_tokens(requested: int | None, prompts: list[list[int]], context: int) -> int:
+    if requested is not None:
+        return requested  # too many is a UserError from generate, with the numbers
+    room = context - max(len(p) for p in prompts)
+    if room < 1:
+        raise UserError(f"the longest prompt has {context - room} tokens, which fills the model's "
+                        f"context of {context}: shorten it")
+    if room < DEFAULT_NEW_TOKENS:
+        print(f"[generate] the context ({context} tokens) leaves room for {room} new tokens",
+              file=sys.stderr)
+    return min(DEFAULT_NEW_TOKENS, room)
+
+
+def run(args) -> int:
+    source = load_source(args.source, tokenizer=args.tokenizer,
+                         log=lambda msg: print(msg, file=sys.stderr))
+    prompts, texts = read_prompts(args, source)
+    tokenizer = source.tokenizer
+    new_tokens = choose_new_tokens(args.max_new_tokens, prompts, source.model.config.max_seq_len)
+    settings = make_settings(new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p,
+                             stop_tokens=[] if args.ignore_eos else source.stop_tokens,
+                             stream=True)
+    config = source.model.config
+    check_request(prompts, new_tokens, vocab_size=config.vocab_size, max_seq_len=config.max_seq_len)
+
+    streaming = args.stream and len(prompts) == 1 and tokenizer is not None
+    stream = TextStream(tokenizer) if streaming else None
+    timer = TokenTimer(then=stream)
+    if streaming:
+        print(texts[0] if texts is not None else tokenizer.decode(prompts[0]), end="", flush=True)
+    timings: dict = {}
+    out = decode(source.model, prompts, settings, seed=args.seed, on_tokens=timer, timings=timings)
+    timer.start_time = timings["run_start"]
+
+    if streaming:
+        stream.finish()
+        print(flush=True)
+    else:
+        for i, (prompt, row, n) in enumerate(zip(prompts, out.tokens, out.num_tokens)):
+            if i:
+                print("-" * 40)
+            new = row[:n].tolist()
+            if tokenizer is None:
+                print(",".join(str(t) for t in new))
+            else:
+                print((texts[i] if texts is not None else tokenizer.decode(prompt))
+                      + tokenizer.decode(new))
+        sys.stdout.flush()
+
+    total = int(out.num_tokens.sum())
+    compile_note = f"compiled in {timings['compile_s']:.1f} s; " if timings["compile_s"] else ""
+    print(f"[generate] {compile_note}{len(prompts)} prompt(s), {total} new tokens; time to first "
+          f"token {timer.ttft_s * 1e3:.0f} ms; decode {timer.decode_tokens_per_s:.1f} tokens/s",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,14 @@
+"""Generation: sampling rules and the compiled prefill + `jax.lax.scan` decoding loop.
+
+    from jaxformer.generate import generate
+    new_tokens = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=32, temperature=0.8, top_k=40)
+"""
+
+from jaxformer.generate.api import decode, generate, make_settings
+from jaxformer.generate.loop import DecodeOutput, DecodeSettings, clear_compile_cache, trace_count
+from jaxformer.generate.prompts import bucket_length
+from jaxformer.generate.sampling import greedy, sample, top_k_filter, top_p_filter
+
+__all__ = ["DecodeOutput", "DecodeSettings", "bucket_length", "clear_compile_cache", "decode",
+           "generate", "greedy", "make_settings", "sample", "top_k_filter", "top_p_filter",
+           "trace_count"]

@@ -1,0 +1,101 @@
+"""`generate`: lists of token ids in, lists of new token ids out, through the compiled loop."""
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxformer.errors import UserError
+from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decode_fn, token_sink
+from jaxformer.generate.prompts import bucket_length, check_request, pad_prompts
+
+TokenCallback = Callable[[int, np.ndarray, np.ndarray], None]
+
+
+def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=None,
+                  stop_tokens=None, pad_id: int = 0, stream: bool = False,
+                  return_logits: bool = False) -> DecodeSettings:
+    """Checked, normalised settings (UserError naming the bad value)."""
+    temperature = float(temperature)
+    if temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None:
+        if int(top_k) != top_k or top_k < 1:
+            raise UserError(f"top_k must be a positive integer, got {top_k}")
+        top_k = int(top_k)
+    if top_p is not None:
+        top_p = float(top_p)
+        if not 0.0 < top_p <= 1.0:
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        if top_p == 1.0:
+            top_p = None  # keeps everything: leave the sort out of the program
+    if temperature == 0.0:
+        top_k = top_p = None  # greedy ignores them; one compiled program serves all
+    stops = tuple(sorted({int(t) for t in (stop_tokens or ())}))
+    return DecodeSettings(max_new_tokens=int(max_new_tokens), temperature=temperature, top_k=top_k,
+                          top_p=top_p, stop_tokens=stops, pad_id=int(pad_id), stream=stream,
+                          return_logits=return_logits)
+
+
+def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings, *, seed: int = 0,
+           on_tokens: TokenCallback | None = None, timings: dict | None = None) -> DecodeOutput:
+    """Run the compiled loop over `prompts` (lists of token ids, any lengths).
+
+    on_tokens(step, tokens [batch], valid [batch]) is called from inside the loop as each step's
+    tokens are produced (needs `settings.stream`). `timings`, if given, is filled with
+    "compile_s" (0 when the program was cached), "run_start" (`time.perf_counter()` when the
+    compiled program was dispatched) and "total_s" (prefill + decode, no compile).
+    """
+    config = model.config
+    check_request(prompts, settings.max_new_tokens, vocab_size=config.vocab_size,
+                  max_seq_len=config.max_seq_len)
+    if settings.top_k is not None and settings.top_k > config.vocab_size:
+        settings = dataclasses.replace(settings, top_k=None)  # keeps everything
+    if on_tokens is not None and not settings.stream:
+        raise ValueError("on_tokens needs DecodeSettings(stream=True)")
+    graphdef, state = nnx.split(model)
+    bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
+    tokens, lengths = pad_prompts(prompts, bucket, settings.pad_id)
+    rng = jax.random.key(seed)
+
+    start = time.perf_counter()
+    fn, fresh = compiled_decode_fn(graphdef, settings, state, tokens, lengths, rng)
+    compiled_at = time.perf_counter()
+    if on_tokens is not None:
+        with token_sink(on_tokens):
+            out = jax.block_until_ready(fn(state, tokens, lengths, rng))
+    else:
+        out = jax.block_until_ready(fn(state, tokens, lengths, rng))
+    finished = time.perf_counter()
+    if timings is not None:
+        timings["compile_s"] = compiled_at - start if fresh else 0.0
+        timings["run_start"] = compiled_at
+        timings["total_s"] = finished - compiled_at
+    new_tokens, num_tokens, logits = out
+    return DecodeOutput(np.asarray(new_tokens), np.asarray(num_tokens),
+                        None if logits is None else np.asarray(logits))
+
+
+def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             seed: int = 0, stop_tokens: list[int] | None = None,
+             on_tokens: TokenCallback | None = None, timings: dict | None = None) -> list[list[int]]:
+    """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens.
+
+    temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) are applied in that
+    order and a token is drawn. The same seed gives the same tokens. A row that produces one of
+    `stop_tokens` ends there: its list ends with that token. Prompts may have different lengths;
+    each gets what it would get alone. `on_tokens(step, tokens, valid)` streams each step's tokens
+    as they are produced (see `decode`).
+
+    Returns the new tokens of each prompt. Raises UserError for a request the model cannot serve
+    (an empty prompt, a token outside the vocabulary, prompt + new tokens beyond the context).
+    """
+    settings = make_settings(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             stop_tokens=stop_tokens, stream=on_tokens is not None)
+    out = decode(model, [list(p) for p in prompts], settings, seed=seed, on_tokens=on_tokens,
+                 timings=timings)
+    return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)]

@@ -1,0 +1,190 @@
+"""The decoding loop: one compiled pure function of (model state, prompt tokens, lengths, rng).
+
+    prefill:  the padded prompts [batch, bucket] go through the model once, writing every prompt
+              token's keys/values into a preallocated cache; row i's next-token logits are read at
+              its last real token, len_i - 1, and token 0 is sampled from them.
+    decode:   `jax.lax.scan` over steps t = 1 .. max_new_tokens - 1: feed token t-1 at position
+              len_i + t - 1 (written at that cache slot), sample token t.
+
+Everything static (sampling rules, stop tokens, the number of new tokens, whether to stream) is in
+`DecodeSettings`; the compiled program is memoized per (graph definition, settings, input shapes), so
+prompts of a new length that fall in an old bucket reuse the old program.
+
+Row i's randomness at step t is `fold_in(rng, t)`, so a seed fixes the text, and asking for more
+tokens extends the same text rather than changing it.
+"""
+
+import dataclasses
+import threading
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxformer.generate import sampling
+from jaxformer.generate.prompts import cache_length
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+    """The static part of a decoding request (hashable: it keys the compile cache)."""
+
+    max_new_tokens: int
+    temperature: float = 1.0  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    stop_tokens: tuple[int, ...] = ()
+    pad_id: int = 0  # emitted by a row after its stop token
+    stream: bool = False  # call the registered token sink from inside the loop at every step
+    return_logits: bool = False  # also return every step's logits [batch, max_new_tokens, vocab]
+
+
+@dataclasses.dataclass
+class DecodeOutput:
+    tokens: np.ndarray  # [batch, max_new_tokens] int32; pad_id after a row's stop token
+    num_tokens: np.ndarray  # [batch] int32: new tokens up to and including the stop token
+    logits: np.ndarray | None = None  # [batch, max_new_tokens, vocab] float32 if asked for
+
+
+# --- streaming: the loop calls `_emit` (a host callback); `_emit` forwards to the current sink. ---
+# One sink at a time: the compiled program is shared by every caller, so the sink cannot be baked
+# into it. On several devices the callbacks cannot be ordered effects (JAX refuses), so they may
+# arrive out of order or once per device: the sink puts them back in step order, once each.
+_sink_lock = threading.Lock()
+_sink: list = [None]
+
+
+def _emit(step, tokens, valid):
+    sink = _sink[0]
+    if sink is not None:
+        sink.receive(int(step), np.asarray(tokens), np.asarray(valid))
+
+
+class token_sink:
+    """`with token_sink(fn): ...` routes the streaming loop's tokens to
+    fn(step: int, tokens [batch] int32, valid [batch] bool), in step order, while the block runs."""
+
+    def __init__(self, fn: Callable[[int, np.ndarray, np.ndarray], None]):
+        self.fn = fn
+        self.next_step = 0
+        self.pending: dict[int, tuple] = {}
+
+    def receive(self, step: int, tokens: np.ndarray, valid: np.ndarray) -> None:
+        if step < self.next_step or step in self.pending:
+            return  # a copy from another device
+        self.pending[step] = (tokens, valid)
+        while self.next_step in self.pending:
+            self.fn(self.next_step, *self.pending.pop(self.next_step))
+            self.next_step += 1
+
+    def __enter__(self):
+        _sink_lock.acquire()
+        _sink[0] = self
+        return self
+
+    def __exit__(self, *exc):
+        _sink[0] = None
+        _sink_lock.release()
+
+
+# --- the pure function ---
+_trace_count = [0]
+
+
+def trace_count() -> int:
+    """How many times a decoding program has been traced (each trace precedes a compilation)."""
+    return _trace_count[0]
+
+
+def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
+                   ordered_callbacks: bool = True) -> Callable:
+    """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rng key) ->
+    (new tokens [batch, max_new_tokens], num_tokens [batch], logits or None). Pure; not jitted.
+    `ordered_callbacks=False` is needed when the program spans several devices."""
+    s = settings
+    stop = np.asarray(s.stop_tokens or (-1,), np.int32)  # -1 matches nothing
+
+    def choose(logits, rng, step):
+        return sampling.sample(logits, jax.random.fold_in(rng, step), temperature=s.temperature,
+                               top_k=s.top_k, top_p=s.top_p)
+
+    def decode(state, tokens, lengths, rng):
+        _trace_count[0] += 1
+        model = nnx.merge(graphdef, state)
+        batch, bucket = tokens.shape
+        max_len = cache_length(bucket, s.max_new_tokens, model.config.max_seq_len)
+        cache = model.init_cache(batch, max_len)
+
+        positions = jnp.broadcast_to(jnp.arange(bucket, dtype=jnp.int32), (batch, bucket))
+        segment_ids = (positions < lengths[:, None]).astype(jnp.int32)  # padding: 0
+        logits, cache = model(tokens, positions, segment_ids, cache)
+        last_logits = logits[jnp.arange(batch), lengths - 1]  # [batch, vocab]
+        token = choose(last_logits, rng, 0)
+        valid = jnp.ones((batch,), bool)
+        done = jnp.isin(token, stop)
+        if s.stream:
+            jax.debug.callback(_emit, 0, token, valid, ordered=ordered_callbacks)
+
+        def step(carry, t):
+            cache, token, done = carry
+            # Merged afresh at the scan's trace level, so a module that sows intermediates (the
+            # einsum attention) may do so here.
+            model = nnx.merge(graphdef, state)
+            step_positions = (lengths + t - 1)[:, None]
+            logits, cache = model(token[:, None], step_positions, jnp.ones_like(step_positions),
+                                  cache)
+            logits = logits[:, 0]
+            new = choose(logits, rng, t)
+            # A finished row keeps emitting pad; its (ignored) cache writes stay within its own row.
+            new = jnp.where(done, s.pad_id, new)
+            valid = ~done
+            if s.stream:
+                jax.debug.callback(_emit, t, new, valid, ordered=ordered_callbacks)
+            out = (new, valid, logits) if s.return_logits else (new, valid)
+            return (cache, new, done | jnp.isin(new, stop)), out
+
+        steps = jnp.arange(1, s.max_new_tokens, dtype=jnp.int32)
+        _, outs = jax.lax.scan(step, (cache, token, done), steps)
+        new_tokens = jnp.concatenate([token[None], outs[0]], axis=0).T  # [batch, max_new]
+        num_tokens = jnp.sum(jnp.concatenate([valid[None], outs[1]], axis=0), axis=0)
+        all_logits = None
+        if s.return_logits:
+            all_logits = jnp.concatenate([last_logits[None], outs[2]], axis=0).transpose(1, 0, 2)
+        return new_tokens, num_tokens.astype(jnp.int32), all_logits
+
+    return decode
+
+
+# --- the compile cache ---
+_compiled: dict = {}
+_MAX_COMPILED = 32
+
+
+def _leaf_signature(x) -> tuple:
+    return (x.shape, str(x.dtype), getattr(x, "sharding", None))
+
+
+def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, tokens, lengths,
+                       rng) -> tuple[Callable, bool]:
+    """The compiled program for these settings and input shapes, and whether it was just built.
+    Compiling ahead of time (lower + compile) keeps compilation out of the time to first token."""
+    leaves, treedef = jax.tree.flatten(state)
+    key = (graphdef, settings, treedef, tuple(_leaf_signature(x) for x in leaves),
+           tokens.shape, lengths.shape)
+    fn = _compiled.get(key)
+    if fn is not None:
+        return fn, False
+    one_device = all(len(getattr(x, "sharding", None).device_set) == 1 for x in leaves
+                     if getattr(x, "sharding", None) is not None)
+    decode = make_decode_fn(graphdef, settings, ordered_callbacks=one_device)
+    fn = jax.jit(decode).lower(state, tokens, lengths, rng).compile()
+    if len(_compiled) >= _MAX_COMPILED:
+        _compiled.pop(next(iter(_compiled)))  # oldest first
+    _compiled[key] = fn
+    return fn, True
+
+
+def clear_compile_cache() -> None:
+    _compiled.clear()

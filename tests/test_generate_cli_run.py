@@ -1,0 +1,36 @@
+"""`jaxformer generate` on the run directory of a tiny `jaxformer train` run."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jaxformer.cli import main
+
+SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", Path(__file__).resolve().parents[1].parent
+                                  / "shared" / "data" / "tinyshakespeare")) / "input.txt"
+
+
+@pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
+def test_generate_from_a_run_directory(tmp_path, capsys):
+    from jaxformer.config import load_config
+    from jaxformer.generate import generate
+    from jaxformer.train import load_run, train
+
+    run_dir = tmp_path / "run"
+    train(load_config("shakespeare_char_cpu", [
+        f"data.corpus={SHAKESPEARE}", f"train.run_dir={run_dir}", "model.d_model=32",
+        "model.num_layers=1", "model.num_heads=2", "model.max_seq_len=32", "train.seq_len=32",
+        "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_batches=1",
+        "train.log_every=1", "train.checkpoint_every=2", "train.progress=false",
+        "train.sample_tokens=0"]))
+    capsys.readouterr()
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                 "--max-new-tokens", "16"]) == 0
+    text = capsys.readouterr().out
+    _, model, tokenizer = load_run(run_dir, log=lambda *a, **k: None)
+    expected = generate(model, [tokenizer.encode("ROMEO:")], 16, temperature=0.0)[0]
+    assert text == "ROMEO:" + tokenizer.decode(expected) + "\n"
+    # A character outside the run's vocabulary is a one-line error.
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO: \u4e16"]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()
