@@ -1,12 +1,12 @@
 """Model presets: YAML files in `configs/` whose `model:` section fills a `DecoderConfig`."""
 
-import dataclasses
 import difflib
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from jaxformer.errors import ConfigError
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.costs import count_params
 
@@ -34,25 +34,47 @@ def find_config(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"no preset named {name_or_path!r} in {CONFIG_DIR}.{hint}")
 
 
+def checked_merge(schema, *sources, prefix: str = ""):
+    """Merge dicts / OmegaConf configs onto the dataclass `schema` (a class or an instance) and
+    build it. An unknown key or a value of the wrong type raises `ConfigError` naming the key
+    (`prefix` + its dotted path) and its close matches; so does a check in `__post_init__`."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *sources)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        full_key = prefix + str(e.full_key or e.key)
+        parent, _, leaf = full_key.rpartition(".")
+        valid = _keys_at(schema, parent[len(prefix):])
+        close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
+        where = f"{parent}." if parent else ""
+        if close:
+            hint = f" (did you mean {', '.join(where + c for c in close)}?)"
+        else:
+            hint = f" (valid keys under {parent or 'the top level'}: {', '.join(valid)})" if valid else ""
+        raise ConfigError(f"unknown config key {full_key}{hint}") from None
+    except ValidationError as e:
+        raise ConfigError(f"bad value for {prefix}{e.full_key or e.key}: "
+                          f"{e.msg.splitlines()[0]}") from None
+    except (ValueError, TypeError) as e:  # checks in the dataclasses' __post_init__
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def _keys_at(schema, dotted: str) -> list[str]:
+    """The field names of the (nested) dataclass at `dotted` inside `schema`."""
+    node = OmegaConf.structured(schema)
+    for part in filter(None, dotted.split(".")):
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
 def model_config_from_dict(values: dict) -> DecoderConfig:
     """Typed, checked conversion: an unknown key or a wrong type names the key."""
-    schema = OmegaConf.structured(DecoderConfig)
-    try:
-        merged = OmegaConf.merge(schema, values)
-    except ConfigKeyError as e:
-        key = str(e.key) if getattr(e, "key", None) else str(e)
-        fields = [f.name for f in dataclasses.fields(DecoderConfig)]
-        close = difflib.get_close_matches(key, fields, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown model key model.{key}{hint}") from None
-    except ValidationError as e:
-        raise ValueError(f"bad value for model.{e.key}: {e.msg.splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    return checked_merge(DecoderConfig, values, prefix="model.")
 
 
 def load_model_config(name_or_path: str | Path, **overrides) -> DecoderConfig:
     """The `model:` section of a preset or YAML file, with keyword overrides."""
     raw = OmegaConf.to_container(OmegaConf.load(find_config(name_or_path)), resolve=True)
     if "model" not in raw:
-        raise ValueError(f"{name_or_path}: no 'model:' section")
+        raise ConfigError(f"{name_or_path}: no 'model:' section")
     return model_config_from_dict({**raw["model"], **overrides})

@@ -44,7 +44,13 @@ class Linear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...].astype(self.dtype)
-        y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.num_in)
+        # Leading axes flattened into one: with [batch, time, ...] kept apart, XLA:CPU computes the
+        # kernel gradient through a fused elementwise+transpose copy that is ~10x slower than the
+        # matmul itself (a 4-layer char model trained 1.6x slower per step).
+        lead = x.shape[:x.ndim - self.num_in]
+        y = jnp.tensordot(x.astype(self.dtype).reshape(-1, *x.shape[len(lead):]), kernel,
+                          axes=self.num_in)
+        y = y.reshape(*lead, *y.shape[1:])
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

@@ -1,0 +1,32 @@
+"""`jaxformer train CONFIG [key=value ...]`: train from a preset or YAML file, resuming if the run
+directory holds a checkpoint."""
+
+import argparse
+import signal
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a preset name from configs/ (shakespeare_char_cpu) or a "
+                                       "YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. train.steps=500 optimizer.lr=3e-4 "
+                             "train.run_dir=runs/mine")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Config errors surface here, before any work.
+    from jaxformer.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    from jaxformer.train.host import restart_with_malloc_settings
+
+    restart_with_malloc_settings()  # once, before any array exists; see jaxformer/train/host.py
+    from jaxformer.parallel import initialize
+
+    initialize()  # join a multi-process run (TPU pod, SLURM, launch_local.py): before any compute
+    from jaxformer.train import train
+
+    result = train(config)
+    if result.stopped_by:  # shell convention for "ended by signal N", after a clean save
+        return 128 + signal.Signals[result.stopped_by].value
+    return 0

@@ -1,0 +1,95 @@
+"""The optimizer against formulas written independently of optax, and gradient accumulation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxformer.config import load_config
+from jaxformer.train.optimizer import decay_mask, make_optimizer, make_schedule
+from jaxformer.train.state import create_state, model_graphdef
+from jaxformer.train.step import make_train_step
+
+TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
+        "train.seq_len=16", "model.vocab_size=65"]
+
+
+def nanogpt_lr(step, lr, min_lr, warmup, decay):
+    """The warmup + cosine schedule written out (nanoGPT's get_lr, warmup starting at 0)."""
+    if step < warmup:
+        return lr * step / warmup
+    if step > decay:
+        return min_lr
+    ratio = (step - warmup) / (decay - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def test_schedule_matches_the_formula():
+    config = load_config("shakespeare_char_cpu").optimizer
+    schedule = make_schedule(config)
+    for step in list(range(0, 120, 3)) + list(range(120, 2100, 97)) + [2000, 2001, 5000]:
+        expected = nanogpt_lr(step, config.lr, config.min_lr, config.warmup_steps,
+                              config.decay_steps)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
+
+
+def test_weight_decay_only_on_matrices():
+    config = load_config(None, TINY + ["optimizer.warmup_steps=0", "optimizer.weight_decay=0.5"])
+    params = create_state(config).params
+    mask = decay_mask(params)
+    for (path, leaf), decays in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(mask)):
+        assert decays == (leaf.ndim >= 2), jax.tree_util.keystr(path)
+    assert any(not m for m in jax.tree.leaves(mask)) and any(jax.tree.leaves(mask))
+
+    # With zero gradients Adam's step is 0, so all that moves is the decoupled decay:
+    # p <- p (1 - lr * wd) on matrices, and nothing on norm scales.
+    tx = make_optimizer(config.optimizer)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = jax.jit(tx.update)(zeros, jax.jit(tx.init)(params), params)
+    lr, wd = config.optimizer.lr, config.optimizer.weight_decay
+    for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
+        expected = -lr * wd * np.asarray(p) if p.ndim >= 2 else np.zeros(p.shape)
+        np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-5, atol=1e-9)
+
+
+def random_batch(rng, batch, seq_len, vocab=65):
+    tokens = rng.integers(0, vocab, (batch, seq_len + 1)).astype(np.int32)
+    return {"tokens": tokens[:, :-1], "targets": tokens[:, 1:],
+            "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch, 1)),
+            "segment_ids": np.ones((batch, seq_len), np.int32),
+            "loss_mask": np.ones((batch, seq_len), np.float32)}
+
+
+def test_accumulating_k_batches_equals_one_batch_k_times_larger():
+    k, rows = 4, 3
+    common = TINY + ["optimizer.warmup_steps=0", "optimizer.grad_clip=0.5"]
+    big = load_config(None, common + [f"train.batch_size={k * rows}"])
+    small = load_config(None, common + [f"train.batch_size={rows}", f"optimizer.grad_accum_steps={k}"])
+    rng = np.random.default_rng(0)
+    batches = [random_batch(rng, k * rows, 16) for _ in range(2)]
+    graphdef = model_graphdef(big.model)
+
+    big_state = create_state(big)
+    initial = jax.tree.map(np.asarray, big_state.params)
+    small_tx = make_optimizer(small.optimizer)
+    # The same initial parameters (copies: the big steps donate their buffers).
+    small_state = jax.tree.map(jnp.copy, big_state.replace(
+        opt_state=jax.jit(small_tx.init)(big_state.params)))
+    big_step = make_train_step(graphdef, make_optimizer(big.optimizer), big)
+    for batch in batches:
+        big_state, _ = big_step(big_state, batch)
+
+    small_step = make_train_step(graphdef, small_tx, small)
+    for batch in batches:
+        for i in range(k):
+            micro = {name: value[i * rows:(i + 1) * rows] for name, value in batch.items()}
+            small_state, _ = small_step(small_state, micro)
+
+    moved = max(float(np.abs(a - b).max()) for a, b in
+                zip(jax.tree.leaves(big_state.params), jax.tree.leaves(initial)))
+    assert moved > 1e-4  # the updates did something
+    for a, b in zip(jax.tree.leaves(big_state.params), jax.tree.leaves(small_state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert int(small_state.step) == 2 * k and int(big_state.step) == 2
