@@ -34,3 +34,11 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
     # A character outside the run's vocabulary is a one-line error.
     assert main(["generate", str(run_dir), "--prompt", "ROMEO: \u4e16"]) == 2
     assert "\n" not in capsys.readouterr().err.strip()
+    # Past the context (32 tokens): an error without --past-context, chunks with it.
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO:", "--max-new-tokens", "60"]) == 2
+    assert "--past-context" in capsys.readouterr().err
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                 "--max-new-tokens", "60", "--past-context"]) == 0
+    from jaxformer.generate import generate_past_context
+    expected = generate_past_context(model, tokenizer.encode("ROMEO:"), 60, temperature=0.0)
+    assert capsys.readouterr().out == "ROMEO:" + tokenizer.decode(expected) + "\n"

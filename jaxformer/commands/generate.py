@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from jaxformer.errors import UserError
-from jaxformer.generate import decode, make_settings
+from jaxformer.generate import decode, generate_past_context, make_settings
 from jaxformer.generate.prompts import check_request
 from jaxformer.generate.source import Source, load_source
 from jaxformer.generate.streaming import TextStream, TokenTimer
@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "directory, overriding the one found next to the model")
     parser.add_argument("--ignore-eos", action="store_true",
                         help="do not stop at the end-of-text token")
+    parser.add_argument("--past-context", action="store_true",
+                        help="allow prompt + new tokens beyond the model's context: generate in "
+                             "chunks, each conditioned on the last half-context of tokens (as "
+                             "nanoGPT's sampler crops its input); printed when done, not streamed")
 
 
 def read_prompts(args, source: Source) -> tuple[list[list[int]], list[str] | None]:
@@ -98,6 +102,8 @@ def run(args) -> int:
                          log=lambda msg: print(msg, file=sys.stderr))
     prompts, texts = read_prompts(args, source)
     tokenizer = source.tokenizer
+    if args.past_context:
+        return run_past_context(args, source, prompts, texts)
     new_tokens = choose_new_tokens(args.max_new_tokens, prompts, source.model.config.max_seq_len)
     settings = make_settings(new_tokens, temperature=args.temperature, top_k=args.top_k,
                              top_p=args.top_p,
@@ -135,4 +141,21 @@ def run(args) -> int:
     print(f"[generate] {compile_note}{len(prompts)} prompt(s), {total} new tokens; time to first "
           f"token {timer.ttft_s * 1e3:.0f} ms; decode {timer.decode_tokens_per_s:.1f} tokens/s",
           file=sys.stderr)
+    return 0
+
+
+def run_past_context(args, source: Source, prompts: list[list[int]], texts: list[str] | None) -> int:
+    """--past-context: each prompt on its own, in chunks that slide over the context."""
+    tokenizer = source.tokenizer
+    for i, prompt in enumerate(prompts):
+        if i:
+            print("-" * 40)
+        new = generate_past_context(
+            source.model, prompt, args.max_new_tokens or DEFAULT_NEW_TOKENS,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+            stop_tokens=[] if args.ignore_eos else source.stop_tokens)
+        if tokenizer is None:
+            print(",".join(str(t) for t in new))
+        else:
+            print((texts[i] if texts is not None else tokenizer.decode(prompt)) + tokenizer.decode(new))
     return 0

@@ -7,8 +7,9 @@
 from jaxformer.generate.api import decode, generate, make_settings
 from jaxformer.generate.loop import DecodeOutput, DecodeSettings, clear_compile_cache, trace_count
 from jaxformer.generate.prompts import bucket_length
+from jaxformer.generate.sliding import generate_past_context
 from jaxformer.generate.sampling import greedy, sample, top_k_filter, top_p_filter
 
 __all__ = ["DecodeOutput", "DecodeSettings", "bucket_length", "clear_compile_cache", "decode",
-           "generate", "greedy", "make_settings", "sample", "top_k_filter", "top_p_filter",
+           "generate", "generate_past_context", "greedy", "make_settings", "sample", "top_k_filter", "top_p_filter",
            "trace_count"]

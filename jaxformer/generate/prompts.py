@@ -44,7 +44,8 @@ def check_request(prompts: list[list[int]], max_new_tokens: int, *, vocab_size: 
                 f"prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were asked "
                 f"for: {len(prompt) + max_new_tokens} > the model's context of {max_seq_len} "
                 f"tokens; shorten the prompt or lower --max-new-tokens to at most "
-                f"{max(max_seq_len - len(prompt), 0)}")
+                f"{max(max_seq_len - len(prompt), 0)} (or pass --past-context to slide over the "
+                f"context)")
         bad = [t for t in prompt if not 0 <= int(t) < vocab_size]
         if bad:
             raise UserError(f"prompt {i} has token id {bad[0]} outside the vocabulary "
