@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxformer.models.config import DecoderConfig
+from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
 from jaxformer.nn import kv_cache
 from jaxformer.nn.attention import Attention
 from jaxformer.nn.block import TransformerBlock
@@ -24,6 +25,7 @@ from jaxformer.nn.linear import Linear
 from jaxformer.nn.norms import make_norm
 from jaxformer.nn.params import normal
 from jaxformer.nn.positions import sinusoidal
+from jaxformer.nn.sharding import constrain
 
 
 def make_block(config: DecoderConfig, rngs: nnx.Rngs) -> TransformerBlock:
@@ -55,7 +57,9 @@ class DecoderLM(nnx.Module):
         self.position_embedding = (
             LearnedPositions(c.max_seq_len, c.d_model, init_std=c.init_std / 2, dtype=dtype,
                              param_dtype=param_dtype, rngs=rngs) if c.position == "learned" else None)
-        self.layers = nnx.List([make_block(c, rngs) for _ in range(c.num_layers)])
+        # scan_layers: one block with a leading "layers" axis on every parameter (models/layers.py).
+        self.layers = (stacked_blocks(lambda r: make_block(c, r), c.num_layers, rngs) if c.scan_layers
+                       else nnx.List([make_block(c, rngs) for _ in range(c.num_layers)]))
         # Post-norm blocks end in a norm already; pre-norm stacks need one before the head.
         self.final_norm = (make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
                                      param_dtype=param_dtype, rngs=rngs)
@@ -96,20 +100,21 @@ class DecoderLM(nnx.Module):
                 else [None] * (c.num_layers + 1))
         x = dropout(x, c.dropout, keys[-1])
 
-        new_cache = [] if cache is not None else None
-        for i, layer in enumerate(self.layers):
-            x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i],
-                                   dropout_rng=keys[i])
-            if cache is not None:
-                new_cache.append(layer_cache)
+        x = constrain(x, ACTIVATION_AXES)
+        x, new_cache = run_layers(self.layers, x, positions, segment_ids, cache,
+                                  None if dropout_rng is None else keys[:c.num_layers],
+                                  scan=c.scan_layers, remat=c.remat)
 
         if self.final_norm is not None:
             x = self.final_norm(x)
         logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
-        return logits.astype(jnp.float32), new_cache
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab")), new_cache
 
-    def init_cache(self, batch: int, max_len: int | None = None) -> list[dict[str, jax.Array]]:
-        """An empty KV cache for `batch` rows of up to `max_len` (default: the context) tokens."""
+    def init_cache(self, batch: int, max_len: int | None = None) -> list | dict[str, jax.Array]:
+        """An empty KV cache for `batch` rows of up to `max_len` (default: the context) tokens:
+        a list of per-layer dicts, or with `scan_layers` those dicts stacked on a leading
+        [num_layers] axis (the scan's xs/ys)."""
         c = self.config
-        return [kv_cache.init_layer_cache(batch, max_len or c.max_seq_len, c.kv_heads, c.head_size,
-                                          jnp.dtype(c.dtype)) for _ in range(c.num_layers)]
+        caches = [kv_cache.init_layer_cache(batch, max_len or c.max_seq_len, c.kv_heads, c.head_size,
+                                            jnp.dtype(c.dtype)) for _ in range(c.num_layers)]
+        return jax.tree.map(lambda *a: jnp.stack(a), *caches) if c.scan_layers else caches

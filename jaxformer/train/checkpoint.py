@@ -12,6 +12,7 @@ be read is moved aside to `<run>/corrupt_checkpoints/` (never deleted) and the p
 used, and the log says so.
 """
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -68,7 +69,10 @@ class Checkpointer:
                     f"(e.g. optimizer.grad_accum_steps, or grad_clip turned on/off). Continue "
                     f"with the run's config.yaml, or start a new train.run_dir")
             items = {"state": ocp.args.StandardRestore(abstract_state)}
-            if data_iterator is not None:
+            # Each process saved its own iterator position; a run with a different number of
+            # processes (a bigger or smaller slice) cannot read them per process.
+            writers = self._data_writers(step) if data_iterator is not None else None
+            if data_iterator is not None and writers in (None, jax.process_count()):
                 items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -79,6 +83,8 @@ class Checkpointer:
                          f"({type(e).__name__}: {reason}); moved it to {moved}, "
                          f"falling back to the previous checkpoint")
                 continue
+            if "data" not in items and data_iterator is not None:
+                self._continue_from_process_0(step, writers, data_iterator)
             return restored.state, step
         return None, None
 
@@ -97,6 +103,20 @@ class Checkpointer:
             return None
         return f"{len(saved)} arrays saved, {len(wanted)} expected; " + (
             "shapes differ" if len(saved) == len(wanted) else "a different structure")
+
+    def _data_writers(self, step: int) -> int | None:
+        """How many processes wrote the data-iterator state of `step` (None: no such item)."""
+        names = sorted((self.directory / str(step) / "data").glob("process_*-of-*.json"))
+        return int(names[0].stem.rsplit("-of-", 1)[1]) if names else None
+
+    def _continue_from_process_0(self, step: int, writers: int, data_iterator) -> None:
+        """Every process takes process 0's saved position. Exact for iterators whose position is
+        global (random windows: the global batch index); a packed-document iterator's buffers
+        are per process, so its stream then differs from the interrupted run's."""
+        saved = self.directory / str(step) / "data" / f"process_0-of-{writers}.json"
+        data_iterator.set_state(json.loads(saved.read_text()))
+        self.log(f"checkpoint {step} was written by {writers} process(es) and this run has "
+                 f"{jax.process_count()}: the data continues from process 0's position")
 
     def _set_aside(self, step: int) -> Path:
         """Move an unreadable step out of the manager's way (a new save of the same step number

@@ -51,8 +51,13 @@ def init_train_state(config: Config, rng: jax.Array) -> TrainState:
 
 
 def abstract_train_state(config: Config) -> TrainState:
-    """The state as `jax.ShapeDtypeStruct`s (no sharding): a restore target on one device."""
-    return jax.eval_shape(functools.partial(init_train_state, config), jax.random.PRNGKey(0))
+    """The state as `jax.ShapeDtypeStruct`s on the default device: a restore target there. The
+    explicit sharding matters: without one, orbax would restore onto the saving run's devices,
+    which a checkpoint written on a mesh does not have here. (`jaxformer.parallel` makes the
+    targets for a mesh.)"""
+    abstract = jax.eval_shape(functools.partial(init_train_state, config), jax.random.PRNGKey(0))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
 
 
 def create_state(config: Config) -> TrainState:
