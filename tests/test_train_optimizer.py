@@ -35,12 +35,22 @@ def test_schedule_matches_the_formula():
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
 
 
+def is_weight_matrix(path) -> bool:
+    name = jax.tree_util.keystr(path).removesuffix(".value")
+    return name.endswith("['kernel']") or name.endswith("['embedding']")
+
+
 def test_weight_decay_only_on_matrices():
-    config = load_config(None, TINY + ["optimizer.warmup_steps=0", "optimizer.weight_decay=0.5"])
+    config = load_config(None, TINY + ["optimizer.warmup_steps=0", "optimizer.weight_decay=0.5",
+                                       "model.use_bias=true"])
     params = create_state(config).params
     mask = decay_mask(params)
-    for (path, leaf), decays in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(mask)):
-        assert decays == (leaf.ndim >= 2), jax.tree_util.keystr(path)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    for (path, leaf), decays in zip(leaves, jax.tree.leaves(mask)):
+        assert decays == is_weight_matrix(path), jax.tree_util.keystr(path)
+        assert decays == (leaf.ndim >= 2 and "bias" not in jax.tree_util.keystr(path))
+    # Attention's query bias is [heads, head_dim]: two axes, still a bias, so no decay.
+    assert any(leaf.ndim == 2 and not is_weight_matrix(path) for path, leaf in leaves)
     assert any(not m for m in jax.tree.leaves(mask)) and any(jax.tree.leaves(mask))
 
     # With zero gradients Adam's step is 0, so all that moves is the decoupled decay:
@@ -49,8 +59,8 @@ def test_weight_decay_only_on_matrices():
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = jax.jit(tx.update)(zeros, jax.jit(tx.init)(params), params)
     lr, wd = config.optimizer.lr, config.optimizer.weight_decay
-    for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
-        expected = -lr * wd * np.asarray(p) if p.ndim >= 2 else np.zeros(p.shape)
+    for (path, p), u in zip(leaves, jax.tree.leaves(updates)):
+        expected = -lr * wd * np.asarray(p) if is_weight_matrix(path) else np.zeros(p.shape)
         np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-5, atol=1e-9)
 
 

@@ -297,12 +297,13 @@ def train(config: Config) -> TrainResult:
 def write_sample(config: Config, graphdef, params, tokenizer, prompt: list[int], say) -> str:
     from flax import nnx
 
-    from jaxformer.train.sample import sample_tokens
+    from jaxformer.generate import generate_past_context
 
     t = config.train
     model = nnx.merge(graphdef, params)
-    new = sample_tokens(model, prompt, t.sample_tokens, temperature=t.sample_temperature,
-                        top_k=t.sample_top_k, seed=t.seed)
+    # nanoGPT's CPU preset samples more characters than its 64-token context holds.
+    new = generate_past_context(model, prompt, t.sample_tokens, temperature=t.sample_temperature,
+                                top_k=t.sample_top_k, seed=t.seed)
     text = tokenizer.decode(prompt + new)
     say(f"--- sample ({t.sample_tokens} tokens, temperature {t.sample_temperature}) ---\n{text}\n---")
     return text

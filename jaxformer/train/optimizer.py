@@ -20,18 +20,21 @@ def make_schedule(config: OptimizerConfig) -> optax.Schedule:
         decay_steps=config.decay_steps, end_value=config.min_lr)
 
 
-def decay_mask(params):
-    """True for parameters that get weight decay: those with >= 2 axes (weights, embeddings), as
-    in nanoGPT and GPT-3; norm scales and biases are left alone. The stacked "layers" axis of a
-    scanned model (models/layers.py) does not count: a stack of norm scales is still not a matrix."""
-    def mask(p):
-        if not isinstance(p, nnx.Variable):
-            return p.ndim >= 2
-        names = p.get_metadata().get("out_sharding") or ()
-        own_axes = len(p.get_value().shape) - (1 if names[:1] == ("layers",) else 0)
-        return jax.tree.map(lambda _: own_axes >= 2, p)  # a Variable holding the flag
+# Weight decay goes to weight matrices and embedding tables, as nanoGPT and GPT-3 decay every
+# matrix; biases (also attention's [heads, head_dim] ones) and norm scales are left alone. Deciding
+# by the parameter's name rather than its number of axes keeps that true for 2-D biases and for the
+# stacked "layers" axis of a scanned model.
+DECAYED = ("kernel", "embedding")
 
-    return jax.tree.map(mask, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+def decay_mask(params):
+    """A tree of booleans like `params`: True where the parameter gets weight decay."""
+    def mask(path, p):
+        decayed = getattr(path[-1], "key", None) in DECAYED
+        return jax.tree.map(lambda _: decayed, p) if isinstance(p, nnx.Variable) else decayed
+
+    return jax.tree_util.tree_map_with_path(mask, params,
+                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
