@@ -110,7 +110,10 @@ class Attention(nnx.Module):
                                                 causal=self.causal, sliding_window=self.sliding_window)
             if self.implementation == "einsum":
                 out, weights = attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
-                self.sow(nnx.Intermediate, "attention_weights", weights)
+                # Recorded for `nnx.capture(model, nnx.Intermediate)` (jaxformer attention);
+                # outside a capture flax would store them on the module, which it deprecates.
+                if hasattr(self, "__captures__"):
+                    self.sow(nnx.Intermediate, "attention_weights", weights)
             else:
                 out = attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
                                                   implementation=self._xla_implementation())
