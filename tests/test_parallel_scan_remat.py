@@ -97,7 +97,7 @@ def test_scan_with_kv_cache_decodes_like_unrolled(llama):
     model, scanned = llama["model"], llama["scanned"]
     c = model.config
     cache, scanned_cache = model.init_cache(2, 24), scanned.init_cache(2, 24)
-    assert isinstance(cache, list) and scanned_cache["k"].shape == (3, 2, 24, c.kv_heads, c.head_size)
+    assert isinstance(cache, list) and scanned_cache["k"].shape == (3, 2, c.kv_heads, 24, c.head_size)
     tok = tokens(c.vocab_size, time=12)
     positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
     logits, cache = forward(model, tok[:, :8], positions, cache=cache)

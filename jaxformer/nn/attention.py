@@ -91,32 +91,34 @@ class Attention(nnx.Module):
             if segment_ids is None:
                 segment_ids = jnp.ones((batch, time), jnp.int32)
             cache = kv_cache.write(cache, k, v, positions, segment_ids)
-            k, v, k_segment_ids = cache["k"], cache["v"], cache["segment_ids"]
+            k_segment_ids = cache["segment_ids"]
             q_index = positions
-            k_index = jnp.broadcast_to(jnp.arange(k.shape[1]), (batch, k.shape[1]))
+            k_index = jnp.broadcast_to(jnp.arange(k_segment_ids.shape[1]), k_segment_ids.shape)
 
         bias = None
         if self.position == "alibi":
             bias = alibi_bias(self.num_heads, q_index, k_index, self.causal)
         # With nothing but a plain causal (or no) mask, let the kernel build it: that is the case
         # cuDNN's flash attention handles fastest.
-        builtin_mask = (cache is None and k_segment_ids is None and bias is None
-                        and self.sliding_window is None)
-        if self.implementation != "einsum" and builtin_mask:
-            out = attention_ops.xla_attention(q, k, v, scale=self.scale, is_causal=self.causal,
-                                              implementation=self._xla_implementation())
-        else:
+        mask = None
+        if (cache is not None or k_segment_ids is not None or bias is not None
+                or self.sliding_window is not None or self.implementation == "einsum"):
             mask = attention_ops.attention_mask(q_index, k_index, segment_ids, k_segment_ids,
                                                 causal=self.causal, sliding_window=self.sliding_window)
-            if self.implementation == "einsum":
-                out, weights = attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
-                # Recorded for `nnx.capture(model, nnx.Intermediate)` (jaxformer attention);
-                # outside a capture flax would store them on the module, which it deprecates.
-                if hasattr(self, "__captures__"):
-                    self.sow(nnx.Intermediate, "attention_weights", weights)
-            else:
-                out = attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
-                                                  implementation=self._xla_implementation())
+        weights = None
+        if cache is not None:
+            out, weights = attention_ops.cached_attention(q, cache["k"], cache["v"], mask, bias,
+                                                          scale=self.scale)
+        elif self.implementation == "einsum":
+            out, weights = attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
+        else:
+            out = attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
+                                              is_causal=self.causal and mask is None,
+                                              implementation=self._xla_implementation())
+        # Recorded for `nnx.capture(model, nnx.Intermediate)` (jaxformer attention); outside a
+        # capture flax would store them on the module, which it deprecates.
+        if weights is not None and self.implementation == "einsum" and hasattr(self, "__captures__"):
+            self.sow(nnx.Intermediate, "attention_weights", weights)
         return self.out(out), cache
 
     def _xla_implementation(self) -> str | None:

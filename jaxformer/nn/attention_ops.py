@@ -52,16 +52,38 @@ def einsum_attention(q, k, v, mask=None, bias=None, *, scale: float):
     qg = q.reshape(batch, q_time, kv_heads, group, head_dim)
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores.reshape(batch, heads, q_time, k.shape[1]) * scale
+    weights = _masked_softmax(scores, mask, bias)
+    wg = weights.reshape(batch, kv_heads, group, q_time, k.shape[1]).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", wg, v).reshape(batch, q_time, heads, head_dim)
+    return out, weights
+
+
+def cached_attention(q, k_cache, v_cache, mask=None, bias=None, *, scale: float):
+    """Attention over a KV cache in its heads-major layout (see kv_cache.py).
+
+    q: [batch, q_time, heads, head_dim]; k_cache/v_cache: [batch, kv_heads, k_time, head_dim].
+    Returns (out [batch, q_time, heads, head_dim], weights [batch, heads, q_time, k_time]).
+    """
+    batch, q_time, heads, head_dim = q.shape
+    kv_heads, k_time = k_cache.shape[1], k_cache.shape[2]
+    group = heads // kv_heads
+    qg = q.reshape(batch, q_time, kv_heads, group, head_dim)
+    scores = jnp.einsum("btkgd,bksd->bkgts", qg, k_cache, preferred_element_type=jnp.float32)
+    scores = scores.reshape(batch, heads, q_time, k_time) * scale
+    weights = _masked_softmax(scores, mask, bias)
+    wg = weights.reshape(batch, kv_heads, group, q_time, k_time).astype(v_cache.dtype)
+    out = jnp.einsum("bkgts,bksd->btkgd", wg, v_cache).reshape(batch, q_time, heads, head_dim)
+    return out, weights
+
+
+def _masked_softmax(scores, mask, bias):
     if bias is not None:
         scores = scores + bias
     if mask is not None:
         # A finite floor rather than -inf: a fully masked row (a padding query) then gets a uniform,
         # harmless distribution instead of NaNs that would poison the gradients.
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1)
-    wg = weights.reshape(batch, kv_heads, group, q_time, k.shape[1]).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", wg, v).reshape(batch, q_time, heads, head_dim)
-    return out, weights
+    return jax.nn.softmax(scores, axis=-1)
 
 
 def xla_attention(q, k, v, mask=None, bias=None, *, scale: float, is_causal: bool = False,
