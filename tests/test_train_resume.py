@@ -1,60 +1,16 @@
 """Resuming: a run killed after a checkpoint continues exactly where the uninterrupted run
 would be, step for step."""
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", REPO.parent / "shared" / "data"
-                                  / "tinyshakespeare")) / "input.txt"
+# config_path is a fixture: importing it makes it available here.
+from train_subprocess import SHAKESPEARE, command, config_path, environment, train_losses  # noqa: F401
+
 pytestmark = pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
-
-TINY = f"""
-model: {{vocab_size: 65, d_model: 32, num_layers: 2, num_heads: 2, max_seq_len: 32,
-        use_bias: false, activation: gelu, dropout: 0.1}}
-data: {{corpus: "{SHAKESPEARE}", tokenizer: char}}
-optimizer: {{lr: 3.0e-3, min_lr: 1.0e-4, warmup_steps: 5, decay_steps: 400}}
-train: {{batch_size: 8, seq_len: 32, steps: 100, eval_every: 1000, eval_batches: 0,
-        log_every: 1, checkpoint_every: 10, keep_checkpoints: 100, progress: false,
-        sample_tokens: 0}}
-"""
-
-
-def command(config_path, run_dir, *overrides):
-    return [sys.executable, "-m", "jaxformer", "train", str(config_path),
-            f"train.run_dir={run_dir}", *overrides]
-
-
-def environment():
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-
-
-def train_losses(run_dir: Path) -> dict[int, float]:
-    """step -> loss, the last record per step (a resumed run redoes the steps after its
-    checkpoint; a killed run's last line may be cut short)."""
-    losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record["kind"] == "train":
-            losses[record["step"]] = record["loss"]
-    return losses
-
-
-@pytest.fixture
-def config_path(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
 
 
 def test_killed_run_resumes_step_for_step(tmp_path, config_path):
