@@ -43,8 +43,10 @@ def init_train_state(config: Config, rng: jax.Array) -> TrainState:
     init_rng, dropout_rng = jax.random.split(rng)
     model = build_model(config.model, init_rng)
     _, params, rest = nnx.split(model, nnx.Param, ...)
-    if jax.tree.leaves(rest):  # the train step only carries Params through
-        raise NotImplementedError("the decoder holds non-Param state, which the train step drops")
+    if jax.tree.leaves(rest):  # the train step carries only Params through
+        raise TypeError("the model holds state that is not an nnx.Param (e.g. a stateful RNG or "
+                        "batch statistics), which the train step would drop: keep models "
+                        "parameter-only and pass randomness as keys")
     tx = make_optimizer(config.optimizer)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=dropout_rng)
