@@ -5,7 +5,6 @@ Shell lines (`!jaxformer ...`) run as subprocesses of this interpreter; the inst
 """
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from locations import REPO, SHAKESPEARE, subprocess_env
+
 NOTEBOOK = REPO / "colab" / "quickstart.ipynb"
-SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 def code_cells() -> list[str]:
@@ -27,8 +26,7 @@ def run_shell(line: str, cwd: Path) -> None:
     args = shlex.split(line)
     assert args[0] == "jaxformer", line
     args = [a.replace("train.steps=500", "train.steps=30") for a in args]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-           "JAXFORMER_DATA_DIR": str(SHAKESPEARE.parent)}
+    env = subprocess_env(JAXFORMER_DATA_DIR=str(SHAKESPEARE.parent))
     done = subprocess.run([sys.executable, "-m", "jaxformer", *args[1:]], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"

@@ -2,7 +2,6 @@
 transformers (random weights, a BPE tokenizer trained in-process), checked against transformers'
 own greedy `generate` and `output_attentions`."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,12 @@ import pytest
 
 from jaxformer.cli import main
 
+from locations import SHAKESPEARE
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", Path(__file__).resolve().parents[1].parent
-                                  / "shared" / "data" / "tinyshakespeare")) / "input.txt"
 PROMPT = "ROMEO: But soft"
 
 

@@ -1,14 +1,11 @@
 """`jaxformer generate` on the run directory of a tiny `jaxformer train` run."""
 
-import os
-from pathlib import Path
 
 import pytest
 
 from jaxformer.cli import main
 
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", Path(__file__).resolve().parents[1].parent
-                                  / "shared" / "data" / "tinyshakespeare")) / "input.txt"
+from locations import SHAKESPEARE
 
 
 @pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")

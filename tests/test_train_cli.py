@@ -1,15 +1,11 @@
 """`jaxformer train` with bad input: one line on stderr naming the problem, exit code 2, no
 traceback, before any training."""
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
+from locations import SHAKESPEARE, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", REPO.parent / "shared" / "data"
-                                  / "tinyshakespeare")) / "input.txt"
 
 CASES = {
     "unknown key": (["train.stepz=5"], ["unknown config key train.stepz", "did you mean train.steps"]),
@@ -22,7 +18,7 @@ CASES = {
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     # Started together: each mostly waits on imports.
     processes = {
         name: subprocess.Popen(
@@ -44,7 +40,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
 
 
 def test_unknown_preset_is_one_line():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     done = subprocess.run([sys.executable, "-m", "jaxformer", "train", "shakespeare_char_gpu"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

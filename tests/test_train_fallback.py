@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 # config_path is a fixture: importing it makes it available here.
-from train_subprocess import SHAKESPEARE, command, config_path, environment, train_losses  # noqa: F401
+from locations import subprocess_env
+from train_subprocess import SHAKESPEARE, command, config_path, train_losses  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
 
@@ -18,7 +19,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def test_unreadable_latest_checkpoint_falls_back_and_keeps_files(tmp_path, config_path):
     run_dir = tmp_path / "run"
-    first = subprocess.run(command(config_path, run_dir, "train.steps=20"), env=environment(),
+    first = subprocess.run(command(config_path, run_dir, "train.steps=20"), env=subprocess_env(),
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     latest = run_dir / "checkpoints" / "20"
@@ -31,7 +32,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_keeps_files(tmp_path, confi
     (partial / "state" / "half").write_bytes(b"x")
     before = snapshot(run_dir)
 
-    resumed = subprocess.run(command(config_path, run_dir, "train.steps=25"), env=environment(),
+    resumed = subprocess.run(command(config_path, run_dir, "train.steps=25"), env=subprocess_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out = resumed.stdout

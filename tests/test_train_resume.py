@@ -8,14 +8,15 @@ import time
 import pytest
 
 # config_path is a fixture: importing it makes it available here.
-from train_subprocess import SHAKESPEARE, command, config_path, environment, train_losses  # noqa: F401
+from locations import subprocess_env
+from train_subprocess import SHAKESPEARE, command, config_path, train_losses  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
 
 
 def test_killed_run_resumes_step_for_step(tmp_path, config_path):
     reference = tmp_path / "reference"  # the uninterrupted run, alongside
-    uninterrupted = subprocess.Popen(command(config_path, reference), env=environment(),
+    uninterrupted = subprocess.Popen(command(config_path, reference), env=subprocess_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     run_dir = tmp_path / "killed"
@@ -23,7 +24,7 @@ def test_killed_run_resumes_step_for_step(tmp_path, config_path):
     # save) once checkpoint 20 has been committed (orbax renames the step directory into place
     # only when the save is complete).
     process = subprocess.Popen(command(config_path, run_dir, "train.steps=100000"),
-                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not (run_dir / "checkpoints" / "20").is_dir():
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
@@ -37,7 +38,7 @@ def test_killed_run_resumes_step_for_step(tmp_path, config_path):
     _, stderr = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, stderr[-2000:]
 
-    resumed = subprocess.run(command(config_path, run_dir), env=environment(), capture_output=True,
+    resumed = subprocess.run(command(config_path, run_dir), env=subprocess_env(), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from step {committed[-1]}" in resumed.stdout

@@ -3,7 +3,6 @@
 import collections
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from jaxformer.train import load_run, train
 from jaxformer.train.eval import evaluate, make_eval_step
 from jaxformer.train.state import model_graphdef
 
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", Path(__file__).resolve().parents[1].parent
-                                  / "shared" / "data" / "tinyshakespeare")) / "input.txt"
+from locations import SHAKESPEARE
 
 
 def tiny_run(run_dir, *extra):

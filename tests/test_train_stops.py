@@ -2,7 +2,6 @@
 checkpoint and exits cleanly."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,9 +15,8 @@ from jaxformer.config import load_config
 from jaxformer.errors import ConfigError
 from jaxformer.train import NonFiniteLossError, load_run, train
 
-REPO = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", REPO.parent / "shared" / "data"
-                                  / "tinyshakespeare")) / "input.txt"
+from locations import SHAKESPEARE, subprocess_env
+
 pytestmark = pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
 
 TINY = [f"data.corpus={SHAKESPEARE}", "model.d_model=32", "model.num_layers=2", "model.num_heads=2",
@@ -74,7 +72,7 @@ def _params(run_dir):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "jaxformer", "train", "shakespeare_char_cpu", *TINY,
          f"train.run_dir={run_dir}", "train.steps=100000", "train.checkpoint_every=100000",

@@ -1,15 +1,13 @@
 """Shared by the tests that run `jaxformer train` in a subprocess on a tiny model."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR", REPO.parent / "shared" / "data"
-                                  / "tinyshakespeare")) / "input.txt"
+from locations import SHAKESPEARE
+
 
 TINY = f"""
 model: {{vocab_size: 65, d_model: 32, num_layers: 2, num_heads: 2, max_seq_len: 32,
@@ -25,10 +23,6 @@ train: {{batch_size: 8, seq_len: 32, steps: 100, eval_every: 1000, eval_batches:
 def command(config_path, run_dir, *overrides):
     return [sys.executable, "-m", "jaxformer", "train", str(config_path),
             f"train.run_dir={run_dir}", *overrides]
-
-
-def environment():
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
