@@ -4,6 +4,7 @@ Shell lines (`!jaxformer ...`) run as subprocesses of this interpreter; the inst
 (the package is installed already) and so is the image display when IPython is absent.
 """
 
+import importlib.util
 import json
 import shlex
 import subprocess
@@ -39,8 +40,8 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     for source in code_cells():
         if "pip" in source and "install" in source:
             continue
-        if "IPython" in source:
-            pytest.importorskip("IPython")
+        if "IPython" in source and importlib.util.find_spec("IPython") is None:
+            continue  # the image display only; the PNG itself is checked below
         python_lines = []
         for line in source.splitlines():
             if line.startswith("!"):
