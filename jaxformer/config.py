@@ -2,40 +2,48 @@
 
     config = load_config("shakespeare_char_cpu", ["train.steps=500", "optimizer.lr=3e-4"])
 
-Sections: `model` (DecoderConfig), `data` (DataConfig), `optimizer` (OptimizerConfig), `mesh`
-(MeshConfig), `train` (TrainLoopConfig). A YAML file (or a preset name from `configs/`) is merged
-onto the defaults, then the `key=value` overrides (OmegaConf structured configs). An unknown key or
-a value of the wrong type raises `ConfigError` naming the key and its close matches, before any
-work starts.
+Sections: `model` (the config dataclass of the family `model.family` names; "decoder", a GPT-2 /
+Llama language model, by default), `task` (the config of the task `task.name` names; empty: the family's
+default task), `data` (DataConfig), `optimizer` (OptimizerConfig), `mesh` (MeshConfig), `train`
+(TrainLoopConfig). A YAML file (or a preset name from `configs/`) is merged onto the defaults, then
+the `key=value` overrides (OmegaConf structured configs). An unknown key or a value of the wrong
+type raises `ConfigError` naming the key and its close matches, before any work starts.
 
-`model.vocab_size` is not the user's to choose for a run: at run start the training loop sets it
-to the tokenizer's vocabulary size whenever the two differ (0 in YAML means "from the tokenizer"),
-and says so. The resolved config is saved as `config.yaml` in the run directory.
+`model.vocab_size` is not the user's to choose for a language-model run: at run start the task
+sets it to the tokenizer's vocabulary size whenever the two differ (0 in YAML means "from the
+tokenizer"), and says so. The resolved config is saved as `config.yaml` in the run directory.
 """
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from jaxformer.data import DataConfig
 from jaxformer.errors import ConfigError
-from jaxformer.models.config import DecoderConfig
+from jaxformer.models import get_family
 from jaxformer.parallel.config import MeshConfig
 from jaxformer.presets import checked_merge, find_config
+from jaxformer.tasks import TaskConfig, get_task
 
-__all__ = ["Config", "OptimizerConfig", "TrainLoopConfig", "load_config", "save_config",
-           "with_vocab_size"]
+__all__ = ["Config", "OptimizerConfig", "TrainLoopConfig", "load_config", "save_config"]
 
 
 @dataclasses.dataclass
 class OptimizerConfig:
     """AdamW with linear warmup then cosine decay (nanoGPT's schedule), global-norm clipping.
 
-    Steps count optimizer updates: with `grad_accum_steps` = k one update takes k batches.
-    `decay_steps` is where the cosine reaches `min_lr` (counted from step 0, warmup included),
-    after which the rate stays at `min_lr`. `grad_clip` 0 turns clipping off. Weight decay
-    applies to parameters with two or more axes only (matrices, embeddings), not to norms/biases.
+    Steps count optimizer updates: with `grad_accum_steps` = k one update takes k batches, and
+    its gradient is that of the loss over all k batches' scored tokens together (exactly as one
+    batch k times larger). `decay_steps` is where the cosine reaches `min_lr` (counted from step
+    0, warmup included), after which the rate stays at `min_lr`. `grad_clip` 0 turns clipping
+    off.
+
+    `weight_decay_params`: which parameters get weight decay, as glob patterns over their paths
+    ("layers/0/attention/query/kernel", "embed/embedding", "position_embedding/embedding"). The
+    default decays every weight matrix and every embedding table, token and position tables alike
+    (as nanoGPT and HF's Trainer do), and leaves biases and norm scales alone.
     """
 
     lr: float = 1e-3
@@ -48,6 +56,8 @@ class OptimizerConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     grad_accum_steps: int = 1
+    weight_decay_params: list[str] = dataclasses.field(
+        default_factory=lambda: ["*kernel", "*embedding"])
 
 
 @dataclasses.dataclass
@@ -58,6 +68,11 @@ class TrainLoopConfig:
     `resume`: null (default) continues from the run directory's latest checkpoint if there is
     one and starts fresh otherwise; true requires a checkpoint; false refuses a run directory that
     already holds checkpoints (nothing is ever overwritten or deleted).
+
+    `trainable`: which of the model's variables the optimizer updates. Each entry is an NNX
+    variable type ("Param", "LoRAParam", ...: every variable of that type or a subclass) or a
+    glob pattern over parameter paths ("lm_head/*", "layers/1[01]/*": the `nnx.Param`s whose path
+    matches). Everything else is frozen: no gradient, no optimizer state.
     """
 
     batch_size: int = 12
@@ -76,11 +91,14 @@ class TrainLoopConfig:
     sample_temperature: float = 0.8
     sample_top_k: int | None = 200
     progress: bool = True  # the progress bar (process 0 only)
+    trainable: list[str] = dataclasses.field(default_factory=lambda: ["Param"])
 
 
 @dataclasses.dataclass
 class Config:
-    model: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+    # The config class of the family `model.family` names; by default the decoder's.
+    model: Any = dataclasses.field(default_factory=lambda: get_family("decoder").config_class())
+    task: Any = dataclasses.field(default_factory=lambda: TaskConfig(name="causal_lm"))
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
@@ -105,9 +123,12 @@ class Config:
         if o.decay_steps <= o.warmup_steps:
             raise ConfigError(f"optimizer.decay_steps={o.decay_steps} must exceed "
                               f"optimizer.warmup_steps={o.warmup_steps}")
-        if t.seq_len > self.model.max_seq_len:
-            raise ConfigError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len="
-                              f"{self.model.max_seq_len}: lower one or raise the other")
+        if not t.trainable:
+            raise ConfigError("train.trainable is empty: list what the optimizer updates, e.g. "
+                              "[Param] for everything")
+
+    def replace(self, **sections) -> "Config":
+        return dataclasses.replace(self, **sections)
 
 
 def load_config(path_or_preset: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -126,19 +147,29 @@ def load_config(path_or_preset: str | Path | None = None, overrides: list[str] =
     if overrides:
         sources.append(OmegaConf.from_dotlist(list(overrides)))
     merged = OmegaConf.merge(*sources) if sources else OmegaConf.create({})
-    # vocab_size 0 means "from the tokenizer"; DecoderConfig rejects 0, and the loop replaces any
+    if not isinstance(merged, DictConfig):
+        raise ConfigError(f"{path_or_preset}: the top level of a config must be a mapping of "
+                          f"sections (model:, data:, ...), not a list")
+    return config_from_dict(merged)
+
+
+def config_from_dict(merged: DictConfig | dict) -> Config:
+    """A typed `Config` from nested dicts (what a YAML file holds): `model.family` picks the model
+    config class, `task.name` (or the family's default task) the task config class."""
+    merged = OmegaConf.create(merged) if isinstance(merged, dict) else merged
+    family = get_family(OmegaConf.select(merged, "model.family") or "decoder")
+    task_name = OmegaConf.select(merged, "task.name") or family.default_task
+    task_class = get_task(task_name)
+    merged = OmegaConf.merge(merged, {"task": {"name": task_name}})
+    # vocab_size 0 means "from the tokenizer"; the configs reject 0, and the task replaces any
     # value that differs from the tokenizer's anyway, so a placeholder of 1 stands in until then.
     if OmegaConf.select(merged, "model.vocab_size") == 0:
         merged.model.vocab_size = 1
-    return checked_merge(Config, merged)
+    schema = Config(model=family.config_class(), task=task_class.config_class(name=task_name))
+    config = checked_merge(schema, merged)
+    task_class(config).validate()
+    return config
 
 
 def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-
-
-def with_vocab_size(config: Config, vocab_size: int) -> tuple[Config, bool]:
-    """The config with `model.vocab_size` set to the tokenizer's, and whether it changed."""
-    if config.model.vocab_size == vocab_size:
-        return config, False
-    return dataclasses.replace(config, model=config.model.replace(vocab_size=vocab_size)), True

@@ -1,4 +1,5 @@
-"""Model presets: YAML files in `configs/` whose `model:` section fills a `DecoderConfig`."""
+"""Model presets: YAML files in `configs/` whose `model:` section fills the config of the family
+it names (`model.family`, default "decoder")."""
 
 import difflib
 from pathlib import Path
@@ -7,8 +8,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from jaxformer.errors import ConfigError
-from jaxformer.models.config import DecoderConfig
 from jaxformer.models.costs import count_params
+from jaxformer.models.registry import get_family
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -67,12 +68,14 @@ def _keys_at(schema, dotted: str) -> list[str]:
     return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def model_config_from_dict(values: dict) -> DecoderConfig:
-    """Typed, checked conversion: an unknown key or a wrong type names the key."""
-    return checked_merge(DecoderConfig, values, prefix="model.")
+def model_config_from_dict(values: dict):
+    """Typed, checked conversion into the config class of `values["family"]` (default
+    "decoder"): an unknown key or a wrong type names the key."""
+    family = get_family(values.get("family") or "decoder")
+    return checked_merge(family.config_class, values, prefix="model.")
 
 
-def load_model_config(name_or_path: str | Path, **overrides) -> DecoderConfig:
+def load_model_config(name_or_path: str | Path, **overrides):
     """The `model:` section of a preset or YAML file, with keyword overrides."""
     raw = OmegaConf.to_container(OmegaConf.load(find_config(name_or_path)), resolve=True)
     if "model" not in raw:

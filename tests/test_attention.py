@@ -250,7 +250,7 @@ def test_module_cache_path_agrees(position, kv_heads, window, causal):
             steps.append(out)
         np.testing.assert_allclose(np.asarray(jnp.concatenate(steps, axis=1)), full,
                                    rtol=1e-5, atol=1e-5, err_msg=impl)
-        np.testing.assert_array_equal(np.asarray(cache["segment_ids"]),
+        np.testing.assert_array_equal(np.asarray(cache.segment_ids),
                                       np.array([[1] * 7 + [0] * 3] * 2))
 
 

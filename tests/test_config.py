@@ -2,9 +2,13 @@
 
 import pytest
 
-from jaxformer.config import Config, load_config, save_config, with_vocab_size
+from jaxformer.config import Config, load_config, save_config
 from jaxformer.errors import ConfigError
 from jaxformer.models.costs import count_params
+from jaxformer.tasks import make_task
+from jaxformer.train import RunDir
+
+from locations import SHAKESPEARE
 
 
 def test_cpu_preset_is_nanogpts_baby_model():
@@ -73,10 +77,13 @@ def test_unknown_preset_suggests_close_names():
 
 
 def test_vocab_size_zero_means_from_the_tokenizer(tmp_path):
-    config = load_config("shakespeare_char_cpu", ["model.vocab_size=0"])
-    resolved, changed = with_vocab_size(config, 65)
-    assert changed and resolved.model.vocab_size == 65
-    assert with_vocab_size(resolved, 65) == (resolved, False)
+    config = load_config("shakespeare_char_cpu", ["model.vocab_size=0", f"data.corpus={SHAKESPEARE}"])
+    said = []
+    resolved = make_task(config).prepare(RunDir(tmp_path / "run"), said.append)
+    assert resolved.model.vocab_size == 65 and said == ["model.vocab_size set to 65, the tokenizer's "
+                                                        "vocabulary size"]
+    assert make_task(resolved).prepare(RunDir(tmp_path / "run"), said.append) == resolved
+    assert len(said) == 1  # already right: nothing to say
 
 
 def test_saved_config_loads_back_equal(tmp_path):

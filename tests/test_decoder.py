@@ -38,9 +38,9 @@ class Compiled:
 
     def __call__(self, tokens, positions=None, segment_ids=None, cache=None, dropout_rng=None):
         as_array = lambda a: None if a is None else jnp.asarray(a, jnp.int32)
-        logits, cache = self._forward(self.state, as_array(tokens), as_array(positions),
-                                      as_array(segment_ids), cache, dropout_rng)
-        return np.asarray(logits), cache
+        out = self._forward(self.state, as_array(tokens), as_array(positions),
+                            as_array(segment_ids), cache, dropout_rng)
+        return np.asarray(out.logits), out.cache
 
 
 _MODELS = {}
@@ -156,7 +156,7 @@ def test_kv_cache_reproduces_full_forward(variant):
     if isinstance(cache, list):  # one dict per layer, or (scan_layers) one stacked dict
         assert len(cache) == layers
     else:
-        assert all(x.shape[0] == layers for x in cache.values())
+        assert all(x.shape[0] == layers for x in jax.tree.leaves(cache))
     steps = []
     for t in range(T):
         logits, cache = model(tokens[:, t:t + 1], positions[:, t:t + 1], segment_ids[:, t:t + 1], cache)
@@ -167,7 +167,8 @@ def test_kv_cache_reproduces_full_forward(variant):
     cache = model.model.init_cache(batch, T)
     first, cache = model(tokens[:, :prompt], positions[:, :prompt], segment_ids[:, :prompt], cache)
     steps = [first]
-    filled = cache[0]["segment_ids"] if isinstance(cache, list) else cache["segment_ids"][0]
+    filled = (cache[0]["attention"].segment_ids if isinstance(cache, list)
+              else cache["attention"].segment_ids[0])
     np.testing.assert_array_equal(np.asarray(filled), np.array([[1] * prompt + [0] * (T - prompt)] * batch))
     for t in range(prompt, T):
         logits, cache = model(tokens[:, t:t + 1], positions[:, t:t + 1], segment_ids[:, t:t + 1], cache)

@@ -31,7 +31,7 @@ def full_forward(model, sequence):
 
 @partial(jax.jit, static_argnums=0)
 def _forward(graphdef, state, tokens):
-    return nnx.merge(graphdef, state)(tokens)[0]
+    return nnx.merge(graphdef, state)(tokens).logits
 
 
 def naive_greedy(model, prompt, n):

@@ -99,7 +99,7 @@ def forward(model, tokens, positions=None, segment_ids=None) -> np.ndarray:
 
     @jax.jit
     def run(state, tokens, positions, segment_ids):
-        return nnx.merge(graphdef, state)(tokens, positions, segment_ids)[0]
+        return nnx.merge(graphdef, state)(tokens, positions, segment_ids).logits
 
     return np.asarray(run(state, jnp.asarray(tokens), positions, segment_ids))
 
@@ -154,7 +154,8 @@ def test_kv_cache_decoding_matches_hf(checkpoints, case):
 
     @jax.jit
     def step(state, tokens, positions, cache):
-        return nnx.merge(graphdef, state)(tokens, positions, cache=cache)
+        out = nnx.merge(graphdef, state)(tokens, positions, cache=cache)
+        return out.logits, out.cache
 
     cache = model.init_cache(batch, total)
     logits, cache = step(state, tokens[:, :prompt], positions[:, :prompt], cache)

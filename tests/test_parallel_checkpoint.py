@@ -18,6 +18,7 @@ from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.state import init_train_state, model_graphdef
 from jaxformer.train.step import make_train_step
+from jaxformer.tasks import make_task
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def saved(tmp_path_factory):
     batch = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:],
              "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1)),
              "segment_ids": np.ones((8, 16), np.int32), "loss_mask": np.ones((8, 16), np.float32)}
-    step = make_train_step(model_graphdef(config.model), make_optimizer(config.optimizer), config)
+    step = make_train_step(model_graphdef(config), make_optimizer(config.optimizer), config,
+                           make_task(config))
     with sharding_context(mesh, rules):
         state, _ = step(state, place_batch(batch, mesh, rules))
     directory = tmp_path_factory.mktemp("run") / "checkpoints"
@@ -47,12 +49,12 @@ def saved(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mesh_config, devices", [
-    (MeshConfig(data=2, tensor=4), 8),
+    (MeshConfig(data=2, tensor=4, rules={"kv_heads": None}), 8),  # 2 kv heads: not split 4 ways
     (MeshConfig(data=1), 1),
 ], ids=["data2_tensor4", "one_device"])
 def test_restore_onto_another_mesh(saved, mesh_config, devices):
     directory, values, init = saved
-    mesh, rules = make_mesh(mesh_config, jax.devices()[:devices]), make_rules()
+    mesh, rules = make_mesh(mesh_config, jax.devices()[:devices]), make_rules(mesh_config.rules)
     target = abstract_state(init, mesh, rules)
     checkpointer = Checkpointer(directory, keep=1, log=print)
     restored, step = checkpointer.restore_latest(target)

@@ -19,6 +19,7 @@ from jaxformer.nn.sharding import constrain
 from jaxformer.parallel import (MeshConfig, ParallelPlan, make_mesh, make_rules, resolve_axis_sizes,
                                 sharding_context, state_bytes_per_device)
 from jaxformer.presets import load_model_config
+from jaxformer.tasks import make_task
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.state import init_train_state, model_graphdef
 from jaxformer.train.step import make_train_step
@@ -27,7 +28,7 @@ STEPS, BATCH, SEQ = 5, 8, 32
 
 
 def tiny_config(**model_changes) -> Config:
-    # tiny-llama: GQA (2 key/value heads, which tensor=4 cannot split: replicated), untied head.
+    # tiny-llama: GQA (2 key/value heads, which tensor=4 cannot split), untied head.
     model = load_model_config("tiny-llama", **model_changes)
     return Config(model=model, optimizer=OptimizerConfig(lr=1e-2, warmup_steps=1, decay_steps=10),
                   train=TrainLoopConfig(batch_size=BATCH, seq_len=SEQ))
@@ -69,7 +70,8 @@ def train(config: Config, mesh_config: MeshConfig, devices, *, initial=None, sca
     else:
         state = jax.device_put(initial, shardings)
     model_config = config.model.replace(scan_layers=True, remat="dots_saveable") if scan else config.model
-    step = make_train_step(model_graphdef(model_config), make_optimizer(config.optimizer), config,
+    step = make_train_step(model_graphdef(config.replace(model=model_config)),
+                           make_optimizer(config.optimizer), config, make_task(config),
                            state_shardings=shardings)
     losses = []
     for batch in batches(config.model.vocab_size):
@@ -88,7 +90,8 @@ MESHES = {
     "one_device": MeshConfig(data=1),
     "data8": MeshConfig(data=8),
     "fsdp8": MeshConfig(data=1, fsdp=8),
-    "data2_tensor4": MeshConfig(data=2, tensor=4),
+    # tiny-llama's 2 key/value heads cannot be split 4 ways: the rule override replicates them.
+    "data2_tensor4": MeshConfig(data=2, tensor=4, rules={"kv_heads": None}),
     # Scanned layers (stacked from the same init) with remat, on all three axes at once.
     "data2_fsdp2_tensor2_scan_remat": MeshConfig(data=2, fsdp=2, tensor=2),
 }

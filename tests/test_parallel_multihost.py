@@ -53,7 +53,9 @@ def worker(out_dir: Path) -> None:
     init = functools.partial(init_train_state, config, jax.random.PRNGKey(0))
     state = create_sharded(init, mesh, rules)
     shardings = named_shardings(jax.eval_shape(init), mesh, rules)
-    step = make_train_step(model_graphdef(config.model), make_optimizer(config.optimizer), config,
+    from jaxformer.tasks import make_task
+    step = make_train_step(model_graphdef(config), make_optimizer(config.optimizer), config,
+                           make_task(config),
                            state_shardings=shardings)
 
     rng = np.random.default_rng(0)

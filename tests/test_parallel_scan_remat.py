@@ -32,10 +32,12 @@ def with_config(model, config, stack: bool = False):
 
 
 def forward(model, *args, **kwargs):
-    """model(*args) compiled (eager calls would compile every small op on its own)."""
+    """model(*args) compiled (eager calls would compile every small op on its own), as
+    (logits, cache)."""
     graphdef, state = nnx.split(model)
-    return jax.jit(lambda state, *args, **kwargs: nnx.merge(graphdef, state)(*args, **kwargs))(
+    out = jax.jit(lambda state, *args, **kwargs: nnx.merge(graphdef, state)(*args, **kwargs))(
         state, *args, **kwargs)
+    return out.logits, out.cache
 
 
 def tokens(vocab: int, batch: int = 2, time: int = 16) -> jax.Array:
@@ -46,7 +48,7 @@ def loss_and_grads(model, tok, **kwargs):
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss(params):
-        logits, _ = nnx.merge(graphdef, params)(tok[:, :-1], **kwargs)
+        logits = nnx.merge(graphdef, params)(tok[:, :-1], **kwargs).logits
         log_probs = jax.nn.log_softmax(logits)
         return -jnp.take_along_axis(log_probs, tok[:, 1:, None], -1).mean()
 
@@ -97,21 +99,25 @@ def test_scan_with_kv_cache_decodes_like_unrolled(llama):
     model, scanned = llama["model"], llama["scanned"]
     c = model.config
     cache, scanned_cache = model.init_cache(2, 24), scanned.init_cache(2, 24)
-    assert isinstance(cache, list) and scanned_cache["k"].shape == (3, 2, c.kv_heads, 24, c.head_size)
+    assert isinstance(cache, list)
+    assert scanned_cache["attention"].k.shape == (3, 2, c.kv_heads, 24, c.head_size)
     tok = tokens(c.vocab_size, time=12)
     positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
     logits, cache = forward(model, tok[:, :8], positions, cache=cache)
     scanned_logits, scanned_cache = forward(scanned, tok[:, :8], positions, cache=scanned_cache)
     np.testing.assert_allclose(scanned_logits, logits, rtol=1e-5, atol=1e-5)
-    decode, scanned_decode = (jax.jit(lambda state, *a, g=nnx.graphdef(m): nnx.merge(g, state)(*a))
-                              for m in (model, scanned))
+    decode, scanned_decode = (
+        jax.jit(lambda state, *a, g=nnx.graphdef(m): (lambda o: (o.logits, o.cache))(
+            nnx.merge(g, state)(*a)))
+        for m in (model, scanned))
     for t in range(8, 12):  # one token at a time, at explicit positions
         pos = jnp.full((2, 1), t)
         logits, cache = decode(nnx.state(model), tok[:, t:t + 1], pos, None, cache)
         scanned_logits, scanned_cache = scanned_decode(nnx.state(scanned), tok[:, t:t + 1], pos, None,
                                                        scanned_cache)
         np.testing.assert_allclose(scanned_logits, logits, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(scanned_cache["v"], jnp.stack([layer["v"] for layer in cache]), atol=1e-6)
+    np.testing.assert_allclose(scanned_cache["attention"].v,
+                               jnp.stack([layer["attention"].v for layer in cache]), atol=1e-6)
     # And the cached decode agrees with a full forward pass over the same 12 tokens.
     full, _ = forward(model, tok)
     np.testing.assert_allclose(logits[:, 0], full[:, 11], rtol=1e-4, atol=1e-5)
@@ -159,7 +165,7 @@ def _program(num_layers: int, scan: bool):
     graphdef, params = nnx.split(nnx.eval_shape(lambda: DecoderLM(config, rngs=nnx.Rngs(0))), nnx.Param)
 
     def loss(params, tok):
-        return nnx.merge(graphdef, params)(tok)[0].mean()
+        return nnx.merge(graphdef, params)(tok).logits.mean()
 
     return jax.jit(jax.value_and_grad(loss)).lower(params, jax.ShapeDtypeStruct((2, 16), jnp.int32))
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxformer.train.loss import masked_cross_entropy, masked_loss_sum
+from jaxformer.tasks.losses import masked_cross_entropy, masked_loss_sum
 
 
 def numpy_masked_ce(logits, targets, mask):

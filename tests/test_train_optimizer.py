@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxformer.config import load_config
+from jaxformer.tasks import make_task
 from jaxformer.train.optimizer import decay_mask, make_optimizer, make_schedule
 from jaxformer.train.state import create_state, model_graphdef
 from jaxformer.train.step import make_train_step
@@ -41,10 +42,13 @@ def is_weight_matrix(path) -> bool:
 
 
 def test_weight_decay_only_on_matrices():
+    """The default `optimizer.weight_decay_params` decays weight matrices and embedding tables
+    (token and position tables: both are [rows, embed]), never biases or norm scales."""
     config = load_config(None, TINY + ["optimizer.warmup_steps=0", "optimizer.weight_decay=0.5",
                                        "model.use_bias=true"])
     params = create_state(config).params
-    mask = decay_mask(params)
+    mask = decay_mask(config.optimizer.weight_decay_params)(params)
+    assert mask["position_embedding"]["embedding"].get_value() is True
     leaves = jax.tree_util.tree_leaves_with_path(params)
     for (path, leaf), decays in zip(leaves, jax.tree.leaves(mask)):
         assert decays == is_weight_matrix(path), jax.tree_util.keystr(path)
@@ -65,21 +69,30 @@ def test_weight_decay_only_on_matrices():
 
 
 def random_batch(rng, batch, seq_len, vocab=65):
+    """Random tokens; each row scores a random number of its tokens (as padded or packed rows
+    do), so micro-batches of one batch hold different numbers of scored tokens."""
     tokens = rng.integers(0, vocab, (batch, seq_len + 1)).astype(np.int32)
+    scored = rng.integers(1, seq_len + 1, (batch, 1))
     return {"tokens": tokens[:, :-1], "targets": tokens[:, 1:],
             "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch, 1)),
             "segment_ids": np.ones((batch, seq_len), np.int32),
-            "loss_mask": np.ones((batch, seq_len), np.float32)}
+            "loss_mask": (np.arange(seq_len) < scored).astype(np.float32)}
 
 
 def test_accumulating_k_batches_equals_one_batch_k_times_larger():
+    """k micro-batches give the update of one batch k times larger: the mean loss over all of
+    their scored tokens, not the mean of k micro-batch means (which weights a micro-batch with
+    few scored tokens as much as one with many)."""
     k, rows = 4, 3
     common = TINY + ["optimizer.warmup_steps=0", "optimizer.grad_clip=0.5"]
     big = load_config(None, common + [f"train.batch_size={k * rows}"])
     small = load_config(None, common + [f"train.batch_size={rows}", f"optimizer.grad_accum_steps={k}"])
     rng = np.random.default_rng(0)
     batches = [random_batch(rng, k * rows, 16) for _ in range(2)]
-    graphdef = model_graphdef(big.model)
+    graphdef = model_graphdef(big)
+    counts = [batch["loss_mask"][i * rows:(i + 1) * rows].sum() for batch in batches
+              for i in range(k)]
+    assert len(set(counts)) > 1  # unequal micro-batches: a mean of means would differ
 
     big_state = create_state(big)
     initial = jax.tree.map(np.asarray, big_state.params)
@@ -87,19 +100,23 @@ def test_accumulating_k_batches_equals_one_batch_k_times_larger():
     # The same initial parameters (copies: the big steps donate their buffers).
     small_state = jax.tree.map(jnp.copy, big_state.replace(
         opt_state=jax.jit(small_tx.init)(big_state.params)))
-    big_step = make_train_step(graphdef, make_optimizer(big.optimizer), big)
+    big_step = make_train_step(graphdef, make_optimizer(big.optimizer), big, make_task(big))
+    big_losses = []
     for batch in batches:
-        big_state, _ = big_step(big_state, batch)
+        big_state, metrics = big_step(big_state, batch)
+        big_losses.append(float(metrics["loss"]))
 
-    small_step = make_train_step(graphdef, small_tx, small)
+    small_step = make_train_step(graphdef, small_tx, small, make_task(small))
+    small_losses = []
     for batch in batches:
-        for i in range(k):
-            micro = {name: value[i * rows:(i + 1) * rows] for name, value in batch.items()}
-            small_state, _ = small_step(small_state, micro)
+        micro = {name: value.reshape(k, rows, *value.shape[1:]) for name, value in batch.items()}
+        small_state, metrics = small_step(small_state, micro)
+        small_losses.append(float(metrics["loss"]))
+    np.testing.assert_allclose(small_losses, big_losses, rtol=1e-6)
 
     moved = max(float(np.abs(a - b).max()) for a, b in
                 zip(jax.tree.leaves(big_state.params), jax.tree.leaves(initial)))
     assert moved > 1e-4  # the updates did something
     for a, b in zip(jax.tree.leaves(big_state.params), jax.tree.leaves(small_state.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    assert int(small_state.step) == 2 * k and int(big_state.step) == 2
+    assert int(small_state.step) == int(big_state.step) == 2  # optimizer updates

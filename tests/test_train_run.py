@@ -12,7 +12,8 @@ from jaxformer.config import load_config
 from jaxformer.data import eval_batches, load_corpus
 from jaxformer.train import load_run, train
 from jaxformer.train.eval import evaluate, make_eval_step
-from jaxformer.train.state import model_graphdef
+from jaxformer.tasks import make_task
+from jaxformer.train.state import model_graphdef, split_model
 
 from locations import SHAKESPEARE
 
@@ -63,7 +64,8 @@ def test_short_run_beats_unigram_entropy_and_writes_run_dir(tmp_path, capsys):
     assert config.model.vocab_size == tokenizer.vocab_size == 65
     batches = eval_batches(config.data, tokenizer, load_corpus(config.data.corpus), batch_size=16,
                            seq_len=32, num_batches=8, seed=0)
-    params = nnx.state(model, nnx.Param)
-    again = evaluate(make_eval_step(model_graphdef(config.model), config), params, batches)
+    _, params, frozen = split_model(model, config)
+    task = make_task(config)
+    again = evaluate(make_eval_step(model_graphdef(config), task), params, frozen, batches, task)
     assert again["val_loss"] == pytest.approx(result.val_loss, abs=1e-5)
 

@@ -52,11 +52,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
             f"train.run_dir={run_dir}", "train.steps=40", "train.resume=false"]))
     assert checkpoint_steps(run_dir) == [5, 10]
 
-    # A structural optimizer change cannot continue from these checkpoints: an error, and the
-    # checkpoints are not mistaken for damaged ones (nothing is set aside).
-    with pytest.raises(ConfigError, match="different train state"):
+    # A different model cannot continue from these checkpoints: an error, and the checkpoints are
+    # not mistaken for damaged ones (nothing is set aside).
+    with pytest.raises(ConfigError, match="different model config"):
         train(load_config("shakespeare_char_cpu", TINY + [
-            f"train.run_dir={run_dir}", "train.steps=40", "optimizer.grad_accum_steps=2"]))
+            f"train.run_dir={run_dir}", "train.steps=40", "model.d_model=48"]))
     assert checkpoint_steps(run_dir) == [5, 10] and not (run_dir / "corrupt_checkpoints").exists()
 
 

@@ -1,8 +1,9 @@
 """`jaxformer info CONFIG`: what a model is and what it costs, without building it.
 
 Parameters are counted from abstract shapes (nothing is allocated, so Llama 3.1 8B works on a
-laptop); training FLOPs per token follow PaLM appendix B: 6N + 12 * layers * d_model * T, with N
-the parameters less position tables and T the sequence length.
+laptop); training FLOPs per token follow PaLM appendix B: 6N + 12 * layers * d_model * T for a
+decoder, with N the parameters less position tables and T the sequence length. The family named
+by `model.family` decides the parts shown (see `jaxformer.models.registry`).
 """
 
 import argparse
@@ -12,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jaxformer.errors import ConfigError
-from jaxformer.models.config import DecoderConfig
-from jaxformer.models.costs import ParamCounts, flops_per_token_parts, param_counts
+from jaxformer.models import family_of
+from jaxformer.models.costs import ParamCounts, flops_parts, param_counts
 from jaxformer.presets import find_config, model_config_from_dict
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -44,7 +45,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def model_config(name_or_path: str, overrides: list[str]) -> DecoderConfig:
+def model_config(name_or_path: str, overrides: list[str]):
     """The `model:` section of a preset or YAML file with `key=value` overrides ("num_layers=6",
     "model.rope_scaling.factor=4"; the "model." prefix is optional), typed as YAML would type them."""
     path = find_config(name_or_path)
@@ -74,69 +75,68 @@ def share(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "-"
 
 
-def parameter_table(counts: ParamCounts, config: DecoderConfig) -> Table:
+# How `info` labels the parts a family's counts are grouped into; other names print as they are.
+LABELS = {"token_embedding": "token embedding", "positions": "position table",
+          "lm_head": "LM head", "attention": "attention (all layers)",
+          "feed_forward": "feed-forward (all layers)", "norms": "norms"}
+EMBEDDING_PARTS = ("token_embedding", "positions", "lm_head")
+
+
+def parameter_table(counts: ParamCounts, config) -> Table:
     table = Table(title="Parameters", title_justify="left", show_header=False, box=None,
                   pad_edge=False)
     for _ in range(3):
         table.add_column(justify="right")
     table.columns[0].justify = "left"
     total = counts.total
-    head = "tied to the token embedding" if config.tie_embeddings else "untied LM head"
-    rows = [
-        ("total", counts.total, human(total)),
-        ("without position tables (N)", counts.non_positional, human(counts.non_positional)),
-        (f"embeddings ({head})", counts.embedding, share(counts.embedding, total)),
-        ("  token embedding", counts.token_embedding, share(counts.token_embedding, total)),
-        ("  position table", counts.positions, share(counts.positions, total)),
-        ("  LM head", counts.lm_head, share(counts.lm_head, total)),
-        ("attention (all layers)", counts.attention, share(counts.attention, total)),
-        ("feed-forward (all layers)", counts.feed_forward, share(counts.feed_forward, total)),
-        ("norms", counts.norms, share(counts.norms, total)),
-        ("per layer", counts.per_layer, human(counts.per_layer)),
-    ]
-    for name, value, note in rows:
-        if name.startswith("  ") and not value:
+    rows = [("total", total, human(total)),
+            ("without position tables (N in 6N)", counts.non_positional,
+             human(counts.non_positional))]
+    if any(name in counts.groups for name in EMBEDDING_PARTS):
+        tied = getattr(config, "tie_embeddings", None)
+        head = ("tied to the token embedding" if tied else "untied LM head") if tied is not None else ""
+        rows.append((f"embeddings ({head})" if head else "embeddings", counts.embedding,
+                     share(counts.embedding, total)))
+    for name, value in counts.groups.items():
+        indent = "  " if name in EMBEDDING_PARTS else ""
+        if indent and not value:
             continue  # no position table / no separate head
+        rows.append((indent + LABELS.get(name, name), value, share(value, total)))
+    if counts.per_layer:
+        rows.append(("per layer", counts.per_layer, human(counts.per_layer)))
+    for name, value, note in rows:
         table.add_row(name, f"{value:,}", note)
-    weights = total * BYTES[config.param_dtype]
-    table.add_row(f"weights in {config.param_dtype}", f"{weights:,} B", f"{weights / 2**30:.2f} GiB")
+    dtype = getattr(config, "param_dtype", "float32")
+    weights = total * BYTES[dtype]
+    table.add_row(f"weights in {dtype}", f"{weights:,} B", f"{weights / 2**30:.2f} GiB")
     return table
 
 
-def size_table(config: DecoderConfig) -> Table:
-    table = Table(title="Sizes", title_justify="left", show_header=False, box=None, pad_edge=False)
+def size_table(config) -> Table | None:
+    family = family_of(config)
+    if family.sizes is None:
+        return None
+    table = Table(title=f"Sizes ({family.name} family)", title_justify="left", show_header=False,
+                  box=None, pad_edge=False)
     table.add_column()
     table.add_column()
     table.add_column(justify="right")
     table.add_column()
-    c = config
-    heads = f"{c.kv_heads} key/value heads, head dim {c.head_size}"
-    ffn = f"{c.activation}" + (" (gated: 3 matrices)" if c.activation.endswith("glu") else "")
-    position = c.position + (f", theta {c.rope_theta:g}" if c.position == "rope" else "")
-    if c.position == "rope" and c.rope_scaling is not None:
-        position += f", scaled x{c.rope_scaling.factor:g} (Llama 3.1)"
-    for symbol, name, value, note in [
-        ("V", "vocab_size", c.vocab_size, ""),
-        ("D", "d_model", c.d_model, ""),
-        ("L", "max_seq_len", c.max_seq_len, f"positions: {position}"),
-        ("H", "num_heads", c.num_heads, heads),
-        ("I", "mlp_dim", c.ffn_dim, ffn),
-        ("N", "num_layers", c.num_layers, f"{c.norm_position}-{c.norm}"),
-    ]:
+    for symbol, name, value, note in family.sizes(config):
         table.add_row(symbol, name, f"{value:,}", note)
     return table
 
 
-def flops_table(config: DecoderConfig, seq_len: int, tokens: float) -> Table:
+def flops_table(config, seq_len: int, tokens: float) -> Table:
     table = Table(title=f"Training FLOPs per token at T = {seq_len:,} (PaLM appendix B)",
                   title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column()
     table.add_column(justify="right")
     table.add_column(justify="right")
-    dense, attention = flops_per_token_parts(config, seq_len)
-    per_token = dense + attention
-    table.add_row("6N (weight matmuls, forward + backward)", f"{dense:,}", f"{dense:.3g}")
-    table.add_row("12 x layers x d_model x T (attention)", f"{attention:,}", f"{attention:.3g}")
+    parts = flops_parts(config, seq_len)
+    for label, value in parts.items():
+        table.add_row(label, f"{value:,}", f"{value:.3g}")
+    per_token = sum(parts.values())
     table.add_row("total per token", f"{int(per_token):,}", f"{per_token:.3g}")
     table.add_row(f"a run of {human(tokens)} tokens", "", f"{per_token * tokens:.3g} FLOPs")
     return table
@@ -146,12 +146,14 @@ def run(args: argparse.Namespace) -> int:
     path = find_config(args.config)
     config = model_config(args.config, args.overrides)
     counts = param_counts(config)
-    seq_len = args.seq_len or config.max_seq_len
+    seq_len = args.seq_len or getattr(config, "max_seq_len", None) or 1
     console = Console(highlight=False)
     console.print(f"[bold]{args.config}[/bold]  ({path})")
     console.print(parameter_table(counts, config))
     console.print()
-    console.print(size_table(config))
-    console.print()
+    sizes = size_table(config)
+    if sizes is not None:
+        console.print(sizes)
+        console.print()
     console.print(flops_table(config, seq_len, args.tokens))
     return 0

@@ -119,8 +119,9 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
 
         positions = jnp.broadcast_to(jnp.arange(bucket, dtype=jnp.int32), (batch, bucket))
         segment_ids = (positions < lengths[:, None]).astype(jnp.int32)  # padding: 0
-        logits, cache = model(tokens, positions, segment_ids, cache)
-        last_logits = logits[jnp.arange(batch), lengths - 1]  # [batch, vocab]
+        out = model(tokens, positions, segment_ids, cache)
+        cache = out.cache
+        last_logits = out.logits[jnp.arange(batch), lengths - 1]  # [batch, vocab]
         token = choose(last_logits, rng, 0)
         valid = jnp.ones((batch,), bool)
         done = jnp.isin(token, stop)
@@ -133,9 +134,8 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
             # einsum attention) may do so here.
             model = nnx.merge(graphdef, state)
             step_positions = (lengths + t - 1)[:, None]
-            logits, cache = model(token[:, None], step_positions, jnp.ones_like(step_positions),
-                                  cache)
-            logits = logits[:, 0]
+            out = model(token[:, None], step_positions, jnp.ones_like(step_positions), cache)
+            cache, logits = out.cache, out.logits[:, 0]
             new = choose(logits, rng, t)
             # A finished row keeps emitting pad; its (ignored) cache writes stay within its own row.
             new = jnp.where(done, s.pad_id, new)

@@ -21,7 +21,7 @@ from jaxformer.errors import UserError
 
 @dataclasses.dataclass
 class Source:
-    model: nnx.Module  # a DecoderLM
+    model: nnx.Module  # a model that generates (a decoder LM)
     tokenizer: object | None  # encode/decode/vocab_size/pieces, or None (token ids only)
     stop_tokens: list[int]  # end-of-text ids the model was trained to emit
     kind: str  # "run" | "hf"
@@ -142,13 +142,13 @@ def load_source(path: str | Path, *, tokenizer: str | Path | None = None,
 def with_attention_impl(model, attention_impl: str):
     """The same parameters in a model that computes attention with `attention_impl`, laid out
     per layer (so that intermediates sown by each layer's attention can be read)."""
-    from jaxformer.models.decoder import DecoderLM
+    from jaxformer.models import abstract_model
     from jaxformer.models.layers import unstack_layers
 
     config = model.config
     state = nnx.state(model)
-    if config.scan_layers:
+    if getattr(config, "scan_layers", False):
         state = unstack_layers(state)
     new_config = config.replace(attention_impl=attention_impl, scan_layers=False)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: DecoderLM(new_config, rngs=nnx.Rngs(0))))
+    graphdef, _ = nnx.split(abstract_model(new_config))
     return nnx.merge(graphdef, state)

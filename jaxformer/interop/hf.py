@@ -1,4 +1,5 @@
-"""Import and export HuggingFace checkpoints (GPT2LMHeadModel, LlamaForCausalLM) as safetensors.
+"""Import and export HuggingFace checkpoints as safetensors, for every family with a converter
+(today GPT2LMHeadModel and LlamaForCausalLM: `jaxformer/interop/decoder.py`).
 
     config, model = jaxformer.interop.hf.load("path/to/hf_dir")           # config.json + safetensors
     logits, _ = model(tokens)
@@ -7,8 +8,9 @@
 A directory holds `config.json` and either `model.safetensors` or `model.safetensors.index.json`
 with its shards. Only safetensors are read: pickled `pytorch_model.bin` files can run code when
 loaded, so they are refused with the command that converts them. Every tensor is checked against
-the shape config.json implies before anything is built; the tables that map names and layouts are
-in `hf_weights.py`, the config mapping in `hf_config.py`.
+the shape config.json implies before anything is built. `config.json`'s `architectures` picks the
+converter (`converters.py`), which maps the config and names every tensor; the model is built
+through the family registry.
 
 The model comes back in the per-layer layout (`config.scan_layers=False`).
 """
@@ -18,6 +20,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +29,14 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxformer.interop import hf_weights
+from jaxformer.interop import decoder  # noqa: F401  (registers the built-in converters)
+from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,
                                       UnsupportedConfigError)
-from jaxformer.interop.hf_config import architecture, config_from_hf, config_to_hf
-from jaxformer.models.config import DTYPES, DecoderConfig
-from jaxformer.models.decoder import DecoderLM
+from jaxformer.interop.tables import Tensor
+from jaxformer.models import abstract_model
+from jaxformer.models.config import DTYPES
 
 __all__ = ["config_from_hf", "config_to_hf", "load", "load_params", "save"]
 
@@ -59,6 +63,20 @@ def read_config(path: str | Path) -> dict:
         return json.loads(config_file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+
+
+def config_from_hf(hf_config: dict) -> Any:
+    """The jaxformer model config equal in function to an HF `config.json` dict, of the family
+    whose converter reads its architecture."""
+    converter, arch = converter_for(hf_config)
+    return converter.config_from_hf(arch, hf_config)
+
+
+def config_to_hf(config: Any) -> dict:
+    """An HF `config.json` dict for a jaxformer model config (UnsupportedConfigError when no HF
+    architecture reproduces it)."""
+    converter = converter_for_config(config)
+    return converter.config_to_hf(converter.export_architecture(config), config)
 
 
 def _safetensors_files(path: Path) -> dict[str, Path]:
@@ -118,8 +136,8 @@ class _Checkpoint(contextlib.ExitStack):
         return self._handle(name).get_tensor(self.aliases[name])
 
 
-def _check_names(ckpt: _Checkpoint, rows: list[hf_weights.Tensor], arch: str, tied: bool,
-                 path: Path) -> None:
+def _check_names(ckpt: _Checkpoint, rows: list[Tensor], arch: str, tied: bool, path: Path,
+                 ignored_suffixes: tuple[str, ...]) -> None:
     expected = {row.name for row in rows}
     found = ckpt.names()
     missing = sorted(expected - found)
@@ -133,7 +151,7 @@ def _check_names(ckpt: _Checkpoint, rows: list[hf_weights.Tensor], arch: str, ti
             f"in config.json needs it); {hint}")
     # A tied checkpoint may still carry lm_head.weight (it equals the embedding): skip it.
     extra = sorted(name for name in found - expected
-                   if not name.endswith(hf_weights.IGNORED_SUFFIXES)
+                   if not (ignored_suffixes and name.endswith(ignored_suffixes))
                    and not (tied and name == "lm_head.weight"))
     if extra:
         listed = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
@@ -148,18 +166,19 @@ def _check_names(ckpt: _Checkpoint, rows: list[hf_weights.Tensor], arch: str, ti
                 f"{list(row.shape)}; config.json and the weights come from different models")
 
 
-def load_params(path: str | Path, config: DecoderConfig) -> dict[tuple, np.ndarray]:
+def load_params(path: str | Path, config: Any) -> dict[tuple, np.ndarray]:
     """The checkpoint's weights as {jaxformer parameter path: numpy array in jaxformer layout},
     e.g. ("layers", 0, "attention", "query", "kernel") -> [embed, heads, head_dim], cast to
     `config.param_dtype` (`config` as from `config_from_hf`). Every tensor is checked (names,
     shapes) before any is read. For placing weights yourself, e.g. sharded over a mesh."""
     path = Path(path)
-    arch = architecture(read_config(path))
-    rows = hf_weights.tensors(arch, config)
+    converter, arch = converter_for(read_config(path))
+    rows = converter.tensors(arch, config)
     dtype = jnp.dtype(config.param_dtype)
     params = {}
-    with _Checkpoint(path, hf_weights.BASE_PREFIX[arch]) as ckpt:
-        _check_names(ckpt, rows, arch, config.tie_embeddings, path)
+    with _Checkpoint(path, converter.base_prefix.get(arch, "")) as ckpt:
+        _check_names(ckpt, rows, arch, getattr(config, "tie_embeddings", False), path,
+                     converter.ignored_suffixes)
         for row in rows:
             arrays = row.to_jax(ckpt.get(row.name))
             for param_path, array in zip(row.params, arrays):
@@ -167,28 +186,28 @@ def load_params(path: str | Path, config: DecoderConfig) -> dict[tuple, np.ndarr
     return params
 
 
-def _build(config: DecoderConfig, params: dict[tuple, np.ndarray]) -> DecoderLM:
-    """A DecoderLM holding `params`, built from abstract shapes so no random init is spent."""
-    abstract = nnx.eval_shape(lambda: DecoderLM(config, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
+def _build(config: Any, params: dict[tuple, np.ndarray]) -> nnx.Module:
+    """The family's model holding `params`, built from abstract shapes so no random init is
+    spent."""
+    graphdef, state = nnx.split(abstract_model(config))
     filled = []
     for param_path, variable in nnx.to_flat_state(state):
         if not isinstance(variable, nnx.Param) or param_path not in params:
-            raise RuntimeError(f"HF weight table has no entry for {param_path}: jaxformer's "
-                               f"DecoderLM layout changed, update jaxformer/interop/hf_weights.py")
+            raise RuntimeError(f"HF weight table has no entry for {param_path}: the model's "
+                               f"layout changed; update its converter in jaxformer/interop/")
         array = params.pop(param_path)
         expected = variable.get_value().shape
         if array.shape != expected:
             raise RuntimeError(f"HF weight table gives {param_path} shape {array.shape}, the model "
-                               f"has {expected}: update jaxformer/interop/hf_weights.py")
+                               f"has {expected}: update its converter in jaxformer/interop/")
         filled.append((param_path, variable.replace(jnp.asarray(array))))
     if params:
         raise RuntimeError(f"HF weight table fills parameters the model lacks: {sorted(params)[:3]}")
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
 
 
-def load(path: str | Path, *, dtype: str | None = None, **overrides) -> tuple[DecoderConfig, DecoderLM]:
-    """Load a local HF directory of a GPT2LMHeadModel or LlamaForCausalLM.
+def load(path: str | Path, *, dtype: str | None = None, **overrides) -> tuple[Any, nnx.Module]:
+    """Load a local HF directory of a supported architecture (GPT2LMHeadModel, LlamaForCausalLM).
 
     dtype: "float32" (default), "bfloat16" or "float16" for both the parameters and the compute.
     overrides: config fields that leave parameter shapes alone (`attention_impl`, `remat`,
@@ -214,14 +233,15 @@ def load(path: str | Path, *, dtype: str | None = None, **overrides) -> tuple[De
     return config, _build(config, load_params(path, config))
 
 
-def save(path: str | Path, config: DecoderConfig, model: DecoderLM | nnx.State, *,
+def save(path: str | Path, config: Any, model: nnx.Module | nnx.State, *,
          overwrite: bool = False) -> Path:
     """Write `model` as an HF directory (config.json + model.safetensors) that transformers'
-    `AutoModelForCausalLM.from_pretrained(path)` loads. `model` is a DecoderLM or its
+    `AutoModel*.from_pretrained(path)` loads. `model` is a jaxformer model or its
     `nnx.state(model, nnx.Param)`. Refuses to replace existing files unless `overwrite`."""
     path = Path(path)
-    hf_config = config_to_hf(config)  # raises if no HF architecture matches
-    arch = hf_config["architectures"][0]
+    converter = converter_for_config(config)
+    arch = converter.export_architecture(config)  # raises if no HF architecture matches
+    hf_config = converter.config_to_hf(arch, config)
     index = path / SAFETENSORS_INDEX  # would shadow model.safetensors when HF loads the directory
     if not overwrite and any(p.exists() for p in (path / "config.json", path / SAFETENSORS, index)):
         raise CheckpointError(f"{path} already holds a model; pass overwrite=True or a new directory")
@@ -229,7 +249,7 @@ def save(path: str | Path, config: DecoderConfig, model: DecoderLM | nnx.State, 
     params = {p: v.get_value() if isinstance(v, nnx.Variable) else v
               for p, v in nnx.to_flat_state(state)}
     tensors = {}
-    for row in hf_weights.tensors(arch, config):
+    for row in converter.tensors(arch, config):
         missing = [p for p in row.params if p not in params]
         if missing:
             raise CheckpointError(f"the model has no parameter {'/'.join(map(str, missing[0]))}, "

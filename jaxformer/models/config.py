@@ -14,10 +14,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
-    """Sizes use the standard names: V vocab_size, D d_model, L max_seq_len, H num_heads,
-    I mlp_dim (feed-forward width), N num_layers."""
+    """Sizes use the standard names: V vocab_size, D d_model, T max_seq_len, H num_heads,
+    I mlp_dim (feed-forward width), L num_layers.
 
+    `vocab_pad_multiple`: the embedding table (and an untied head) get rows up to the next multiple
+    of this (GPT-2's 50,257 -> 50,304 for 128), so the vocabulary axis shards evenly; the padding
+    rows start at zero, stay there, and are cut from the logits. 1 turns padding off. Parameter
+    counts, HF export and everything a user sees use `vocab_size`."""
+
+    family: str = "decoder"
     vocab_size: int = 50257
+    vocab_pad_multiple: int = 128
     d_model: int = 768
     num_layers: int = 12
     num_heads: int = 12
@@ -58,7 +65,8 @@ class DecoderConfig:
         check("remat", REMAT)
         check("dtype", DTYPES)
         check("param_dtype", DTYPES)
-        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_seq_len"):
+        for name in ("vocab_size", "vocab_pad_multiple", "d_model", "num_layers", "num_heads",
+                     "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.num_heads % self.kv_heads:
@@ -71,6 +79,12 @@ class DecoderConfig:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table: vocab_size rounded up to a multiple of vocab_pad_multiple."""
+        m = self.vocab_pad_multiple
+        return -(-self.vocab_size // m) * m
 
     @property
     def kv_heads(self) -> int:

@@ -1,4 +1,10 @@
-"""What a model costs: parameters (from abstract shapes, nothing allocated) and training FLOPs."""
+"""What a model costs: parameters (from abstract shapes, nothing allocated) and training FLOPs.
+
+Counts follow HuggingFace's `num_parameters()`: tied weights once, and a padded vocabulary (see
+`DecoderConfig.vocab_pad_multiple`) counted at its real size, so presets match published figures.
+Each family may register its own counting (by part) and FLOPs formula; the defaults count every
+parameter of the abstract model and use 6N.
+"""
 
 import dataclasses
 
@@ -6,96 +12,134 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxformer.models.config import DecoderConfig
+from jaxformer.models.registry import abstract_model, family_of
+from jaxformer.nn.params import path_string
 
 
-def param_shapes(config: DecoderConfig) -> nnx.State:
+def param_shapes(config) -> nnx.State:
     """The model's parameter state as `jax.ShapeDtypeStruct`s: no weights are allocated."""
-    from jaxformer.models.decoder import DecoderLM
-
-    abstract = nnx.eval_shape(lambda: DecoderLM(config, rngs=nnx.Rngs(0)))
-    return nnx.state(abstract, nnx.Param)
+    return nnx.state(abstract_model(config), nnx.Param)
 
 
 @dataclasses.dataclass(frozen=True)
 class ParamCounts:
-    """Parameters by where they sit; tied weights counted once (as HF's `num_parameters()`)."""
+    """Parameters by part, in display order (e.g. token_embedding, positions, lm_head, attention,
+    feed_forward, norms for a decoder); each part is also an attribute (`counts.attention`).
+    `positional` names the parts left out of N in the FLOPs formula (position tables)."""
 
-    token_embedding: int  # the [vocab, embed] table (also the LM head when tied)
-    positions: int  # a learned position table; 0 for RoPE, ALiBi, sinusoidal
-    lm_head: int  # an untied output matrix; 0 when tied
-    attention: int  # all layers: q, k, v, out projections (and biases)
-    feed_forward: int  # all layers
-    norms: int  # all layers and the final norm
-    num_layers: int
-    per_layer: int  # one transformer block
+    groups: dict[str, int]
+    num_layers: int = 0
+    per_layer: int = 0  # one transformer block
+    positional: tuple[str, ...] = ("positions",)
+
+    def __getattr__(self, name: str) -> int:
+        groups = self.__dict__.get("groups", {})
+        if name in groups:
+            return groups[name]
+        raise AttributeError(name)
 
     @property
     def total(self) -> int:
-        return (self.token_embedding + self.positions + self.lm_head + self.attention
-                + self.feed_forward + self.norms)
+        return sum(self.groups.values())
 
     @property
     def non_positional(self) -> int:
         """N in the FLOPs formula: everything but position tables."""
-        return self.total - self.positions
+        return self.total - sum(self.groups.get(name, 0) for name in self.positional)
 
     @property
     def embedding(self) -> int:
         """Token and position tables plus an untied LM head: parameters used as lookups or the
         final projection rather than in the layers."""
-        return self.token_embedding + self.positions + self.lm_head
+        return sum(self.groups.get(name, 0) for name in ("token_embedding", "positions", "lm_head"))
 
 
-def param_counts(config: DecoderConfig) -> ParamCounts:
-    """Counted from the shapes of a one-layer copy of the model, its layer counted `num_layers`
-    times. Tracing the full stack costs time quadratic in the number of parameters (JAX walks the
-    trace to build an error message each time flax reads an RNG counter), several seconds for
-    GPT-2 xl; the layers are identical, so one suffices."""
-    state = param_shapes(config.replace(num_layers=1))
-    sizes: dict[str, int] = {}
-    per_layer = 0
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if keys[0] == "layers":
-            # ["layers", 0, "attention", ...] (a list) or ["layers", "attention", ...] (stacked)
-            sublayer = next(k for k in keys[1:] if not k.isdigit())
-            group = {"attention": "attention", "feed_forward": "feed_forward"}.get(sublayer, "norms")
-            per_layer += int(np.prod(leaf.shape))
-            size = int(np.prod(leaf.shape)) * config.num_layers
-        else:
-            group = {"embed": "token_embedding", "position_embedding": "positions",
-                     "lm_head": "lm_head"}.get(keys[0], "norms")
-            size = int(np.prod(leaf.shape))
-        sizes[group] = sizes.get(group, 0) + size
-    groups = ("token_embedding", "positions", "lm_head", "attention", "feed_forward", "norms")
-    return ParamCounts(**{name: sizes.get(name, 0) for name in groups},
-                       num_layers=config.num_layers, per_layer=per_layer)
+def _size(leaf) -> int:
+    return int(np.prod(leaf.shape))
 
 
-def count_params(config: DecoderConfig, *, include_positions: bool = True) -> int:
+def _path_keys(path) -> list[str]:
+    return path_string(path).split("/")
+
+
+def generic_param_counts(config) -> ParamCounts:
+    """Every parameter of the abstract model, grouped by its top-level module."""
+    groups: dict[str, int] = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(param_shapes(config)):
+        top = _path_keys(path)[0]
+        groups[top] = groups.get(top, 0) + _size(leaf)
+    return ParamCounts(groups)
+
+
+def param_counts(config) -> ParamCounts:
+    family = family_of(config)
+    return (family.param_counts or generic_param_counts)(config)
+
+
+def count_params(config, *, include_positions: bool = True) -> int:
     """Number of parameters, tied weights counted once (as HF's `num_parameters()` does)."""
     counts = param_counts(config)
     return counts.total if include_positions else counts.non_positional
 
 
-def ffn_params(config: DecoderConfig) -> int:
-    """Parameters in the feed-forward sublayers of all layers (kernels and biases)."""
-    return param_counts(config).feed_forward
+DENSE = "6N (weight matmuls, forward + backward)"
 
 
-def flops_per_token_parts(config: DecoderConfig, seq_len: int | None = None) -> tuple[int, int]:
+def flops_parts(config, seq_len: int | None = None) -> dict[str, int]:
+    """Training FLOPs per token by part: the family's formula, or 6N alone (PaLM appendix B
+    without the attention term)."""
+    family = family_of(config)
+    if family.flops_parts is not None:
+        return family.flops_parts(config, seq_len)
+    return {DENSE: 6 * count_params(config, include_positions=False)}
+
+
+def flops_per_token(config, seq_len: int | None = None) -> float:
+    """Training FLOPs per token (all parts of `flops_parts`)."""
+    return float(sum(flops_parts(config, seq_len).values()))
+
+
+# --- the decoder LM ---
+
+
+def decoder_param_counts(config) -> ParamCounts:
+    """Counted from the shapes of a one-layer copy of the model, its layer counted `num_layers`
+    times. Tracing the full stack costs time quadratic in the number of parameters (JAX walks the
+    trace to build an error message each time flax reads an RNG counter), several seconds for
+    GPT-2 xl; the layers are identical, so one suffices. Vocabulary padding is not counted."""
+    state = param_shapes(config.replace(num_layers=1))
+    groups = dict.fromkeys(("token_embedding", "positions", "lm_head", "attention", "feed_forward",
+                            "norms"), 0)
+    per_layer = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        keys = _path_keys(path)
+        if keys[0] == "layers":
+            # ["layers", 0, "attention", ...] (a list) or ["layers", "attention", ...] (stacked)
+            sublayer = next(k for k in keys[1:] if not k.isdigit())
+            group = sublayer if sublayer in ("attention", "feed_forward") else "norms"
+            per_layer += _size(leaf)
+            size = _size(leaf) * config.num_layers
+        else:
+            group = {"embed": "token_embedding", "position_embedding": "positions",
+                     "lm_head": "lm_head"}.get(keys[0], "norms")
+            size = _size(leaf)
+            if group in ("token_embedding", "lm_head"):  # [padded vocab, d] -> [vocab, d]
+                size = size // config.padded_vocab_size * config.vocab_size
+        groups[group] += size
+    return ParamCounts(groups, num_layers=config.num_layers, per_layer=per_layer)
+
+
+def decoder_flops_parts(config, seq_len: int | None = None) -> dict[str, int]:
     """Training FLOPs per token in PaLM's two parts (appendix B): 6N for the weight matmuls of the
     forward (2N) and backward (4N) passes, N the parameters less position tables; and
     12 * layers * heads * head_dim * T for attention scores and weighted values at sequence
     length T (default: the context). The attention part counts the full (unmasked) score matrix."""
     seq_len = seq_len or config.max_seq_len
-    dense = 6 * count_params(config, include_positions=False)
-    attention = 12 * config.num_layers * config.num_heads * config.head_size * seq_len
-    return dense, attention
+    return {DENSE: 6 * count_params(config, include_positions=False),
+            "12 x layers x d_model x T (attention)":
+                12 * config.num_layers * config.num_heads * config.head_size * seq_len}
 
 
-def flops_per_token(config: DecoderConfig, seq_len: int | None = None) -> float:
-    """Training FLOPs per token, 6N + 12 * layers * d_model * seq_len (PaLM, appendix B); see
-    `flops_per_token_parts`."""
-    return float(sum(flops_per_token_parts(config, seq_len)))
+def ffn_params(config) -> int:
+    """Parameters in the feed-forward sublayers of all layers (kernels and biases)."""
+    return param_counts(config).groups.get("feed_forward", 0)

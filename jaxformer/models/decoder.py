@@ -4,7 +4,7 @@
            -> final norm (pre-norm models) -> LM head (tied embedding or its own matrix) -> logits
 
 One call signature serves training and decoding: `model(tokens, positions, segment_ids, cache)`
-returns `(logits, cache)`; the cache is a plain pytree that goes in and comes back out.
+returns a `ModelOutput` whose `cache` is a plain pytree that goes in and comes back out.
 """
 
 import math
@@ -15,11 +15,13 @@ from flax import nnx
 
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
+from jaxformer.models.output import ModelOutput
 from jaxformer.nn import kv_cache
 from jaxformer.nn.attention import Attention
 from jaxformer.nn.block import TransformerBlock
+from jaxformer.nn.context import BlockContext
 from jaxformer.nn.dropout import dropout
-from jaxformer.nn.embedding import Embed, LearnedPositions
+from jaxformer.nn.embedding import Embed, LearnedPositions, padded
 from jaxformer.nn.feedforward import FeedForward
 from jaxformer.nn.linear import Linear
 from jaxformer.nn.norms import make_norm
@@ -44,16 +46,16 @@ def make_block(config: DecoderConfig, rngs: nnx.Rngs) -> TransformerBlock:
         out_init=out_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     norm = lambda: make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
                              param_dtype=param_dtype, rngs=rngs)
-    return TransformerBlock(attention, feed_forward, norm(), norm(), norm_position=c.norm_position,
-                            dropout_rate=c.dropout)
+    return TransformerBlock({"attention": (attention, norm()), "feed_forward": (feed_forward, norm())},
+                            norm_position=c.norm_position, dropout_rate=c.dropout)
 
 
 class DecoderLM(nnx.Module):
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
         c = self.config = config
         dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        self.embed = Embed(c.vocab_size, c.d_model, init_std=c.init_std, dtype=dtype,
-                           param_dtype=param_dtype, rngs=rngs)
+        self.embed = Embed(c.vocab_size, c.d_model, padded_size=c.padded_vocab_size,
+                           init_std=c.init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.position_embedding = (
             LearnedPositions(c.max_seq_len, c.d_model, init_std=c.init_std / 2, dtype=dtype,
                              param_dtype=param_dtype, rngs=rngs) if c.position == "learned" else None)
@@ -65,9 +67,9 @@ class DecoderLM(nnx.Module):
                                      param_dtype=param_dtype, rngs=rngs)
                            if c.norm_position == "pre" else None)
         self.lm_head = (None if c.tie_embeddings else
-                        Linear(c.d_model, c.vocab_size, in_axes=("embed",), out_axes=("vocab",),
-                               use_bias=False, init=normal(c.init_std), dtype=dtype,
-                               param_dtype=param_dtype, rngs=rngs))
+                        Linear(c.d_model, c.padded_vocab_size, in_axes=("embed",), out_axes=("vocab",),
+                               use_bias=False, init=padded(normal(c.init_std), c.vocab_size, 1),
+                               dtype=dtype, param_dtype=param_dtype, out_dtype=jnp.float32, rngs=rngs))
 
     def __call__(
         self,
@@ -77,13 +79,14 @@ class DecoderLM(nnx.Module):
         cache: list | None = None,
         *,
         dropout_rng: jax.Array | None = None,
-    ) -> tuple[jax.Array, list | None]:
+    ) -> ModelOutput:
         """tokens: [batch, time] int. positions: [batch, time], default 0..time-1 (required with a
         cache). segment_ids: [batch, time], documents packed in one row get distinct ids, 0 is
         padding; default all one document. cache: from `init_cache`. dropout_rng: a key turns
         dropout on (training); None is evaluation.
 
-        Returns (logits [batch, time, vocab] float32, the updated cache or None).
+        Returns a ModelOutput: logits [batch, time, vocab] float32, cache (updated, or None),
+        last_hidden_state [batch, time, embed] (after the final norm).
         """
         c = self.config
         batch, time = tokens.shape
@@ -97,24 +100,27 @@ class DecoderLM(nnx.Module):
         elif c.position == "sinusoidal":
             x = x + sinusoidal(positions, c.d_model).astype(x.dtype)
         keys = (jax.random.split(dropout_rng, c.num_layers + 1) if dropout_rng is not None
-                else [None] * (c.num_layers + 1))
-        x = dropout(x, c.dropout, keys[-1])
+                else None)
+        x = dropout(x, c.dropout, None if keys is None else keys[-1])
 
         x = constrain(x, ACTIVATION_AXES)
-        x, new_cache = run_layers(self.layers, x, positions, segment_ids, cache,
-                                  None if dropout_rng is None else keys[:c.num_layers],
-                                  scan=c.scan_layers, remat=c.remat)
+        ctx = BlockContext(positions=positions, segment_ids=segment_ids)
+        x, new_cache, aux = run_layers(self.layers, x, ctx, cache,
+                                       None if keys is None else keys[:c.num_layers],
+                                       scan=c.scan_layers, remat=c.remat)
 
         if self.final_norm is not None:
             x = self.final_norm(x)
-        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
-        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab")), new_cache
+        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)[..., :c.vocab_size]
+        return ModelOutput(logits=constrain(logits, ("batch", "length", "vocab")), cache=new_cache,
+                           aux=aux, last_hidden_state=x)
 
-    def init_cache(self, batch: int, max_len: int | None = None) -> list | dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int | None = None) -> list | dict:
         """An empty KV cache for `batch` rows of up to `max_len` (default: the context) tokens:
-        a list of per-layer dicts, or with `scan_layers` those dicts stacked on a leading
-        [num_layers] axis (the scan's xs/ys)."""
+        a list of per-layer {"attention": KVCache}, or with `scan_layers` one such dict whose
+        arrays are stacked on a leading [num_layers] axis (the scan's xs/ys)."""
         c = self.config
-        caches = [kv_cache.init_layer_cache(batch, max_len or c.max_seq_len, c.kv_heads, c.head_size,
-                                            jnp.dtype(c.dtype)) for _ in range(c.num_layers)]
+        caches = [{"attention": kv_cache.init_layer_cache(
+            batch, max_len or c.max_seq_len, c.kv_heads, c.head_size, jnp.dtype(c.dtype))}
+            for _ in range(c.num_layers)]
         return jax.tree.map(lambda *a: jnp.stack(a), *caches) if c.scan_layers else caches

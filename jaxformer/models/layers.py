@@ -6,7 +6,8 @@ whose every parameter has a leading axis of size `num_layers` named "layers": XL
 one layer body however deep the model is. `stack_layers` / `unstack_layers` convert a state
 between the two layouts.
 
-Each block is called as `block(x, positions, segment_ids, cache, dropout_rng=key) -> (x, cache)`.
+Each block is called as `block(x, ctx, cache) -> (x, cache, aux)` (see `jaxformer.nn.block`):
+`ctx` is the `BlockContext` shared by every layer, except its dropout key, which is per layer.
 """
 
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxformer.nn.context import BlockContext
 from jaxformer.nn.sharding import constrain
 
 REMAT_POLICIES = {
@@ -41,11 +43,11 @@ def stacked_blocks(make_block: Callable[[nnx.Rngs], nnx.Module], num_layers: int
 
 
 def _block_fn(graphdef, remat: str, scanned: bool):
-    """(block state, x, positions, segment_ids, cache, key) -> (x, cache), rematerialised as asked."""
+    """(block state, x, ctx, cache) -> (x, cache, aux), rematerialised as asked."""
 
-    def apply(state, x, positions, segment_ids, cache, key):
-        x, cache = nnx.merge(graphdef, state)(x, positions, segment_ids, cache, dropout_rng=key)
-        return constrain(x, ACTIVATION_AXES), cache
+    def apply(state, x, ctx, cache):
+        x, cache, aux = nnx.merge(graphdef, state)(x, ctx, cache)
+        return constrain(x, ACTIVATION_AXES), cache, aux
 
     if remat not in REMAT_POLICIES:
         raise ValueError(f"remat={remat!r} is not one of {list(REMAT_POLICIES)}")
@@ -56,12 +58,13 @@ def _block_fn(graphdef, remat: str, scanned: bool):
     return jax.checkpoint(apply, policy=REMAT_POLICIES[remat], prevent_cse=not scanned)
 
 
-def run_layers(layers, x, positions, segment_ids, cache, keys, *, scan: bool, remat: str):
+def run_layers(layers, x: jax.Array, ctx: BlockContext, cache, keys, *, scan: bool, remat: str):
     """Apply the stack to x [batch, time, embed].
 
     layers: an `nnx.List` of blocks (unrolled) or one stacked block (scan). cache: None, a list
-    of per-layer dicts (unrolled) or one dict of arrays stacked on a leading layer axis (scan).
-    keys: None or [num_layers] dropout keys. Returns (x, cache in the same layout).
+    of per-layer caches (unrolled) or one cache whose arrays are stacked on a leading layer axis
+    (scan). keys: None or [num_layers] dropout keys. Returns (x, cache in the same layout, aux
+    losses summed over the layers).
     """
     if scan:
         graphdef, state = nnx.split(layers)
@@ -69,25 +72,30 @@ def run_layers(layers, x, positions, segment_ids, cache, keys, *, scan: bool, re
 
         def body(x, xs):
             layer_state, layer_cache, key = xs
-            return step(layer_state, x, positions, segment_ids, layer_cache, key)
+            x, layer_cache, aux = step(layer_state, x, ctx.replace(dropout_rng=key), layer_cache)
+            return x, (layer_cache, aux)
 
-        return jax.lax.scan(body, x, (state, cache, keys))
+        x, (cache, aux) = jax.lax.scan(body, x, (state, cache, keys))
+        return x, cache, jax.tree.map(lambda a: jnp.sum(a, axis=0), aux)
 
     new_cache = [] if cache is not None else None
+    total_aux: dict = {}
     for i, layer in enumerate(layers):
         layer_cache = None if cache is None else cache[i]
-        key = None if keys is None else keys[i]
+        layer_ctx = ctx.replace(dropout_rng=None if keys is None else keys[i])
         if remat == "none":
             # A direct call keeps `sow`n intermediates (attention weights) on the module.
-            x, layer_cache = layer(x, positions, segment_ids, layer_cache, dropout_rng=key)
+            x, layer_cache, aux = layer(x, layer_ctx, layer_cache)
             x = constrain(x, ACTIVATION_AXES)
         else:
             graphdef, state = nnx.split(layer)
-            x, layer_cache = _block_fn(graphdef, remat, scanned=False)(
-                state, x, positions, segment_ids, layer_cache, key)
+            x, layer_cache, aux = _block_fn(graphdef, remat, scanned=False)(
+                state, x, layer_ctx, layer_cache)
         if cache is not None:
             new_cache.append(layer_cache)
-    return x, new_cache
+        for name, value in aux.items():
+            total_aux[name] = total_aux.get(name, 0.0) + value
+    return x, new_cache, total_aux
 
 
 def _is_variable(x) -> bool:

@@ -1,4 +1,5 @@
-"""Multi-head attention with grouped key/value heads, position schemes, masks and a KV cache."""
+"""Multi-head attention: self-attention (grouped key/value heads, position schemes, masks, a KV
+cache) and cross-attention over an encoder's output, in one module."""
 
 import math
 
@@ -7,6 +8,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxformer.nn import attention_ops, kv_cache
+from jaxformer.nn.context import BlockContext
+from jaxformer.nn.kv_cache import KVCache, MemoryCache
 from jaxformer.nn.linear import Linear
 from jaxformer.nn.params import Initializer, normal
 from jaxformer.nn.positions import RopeScaling, alibi_bias, apply_rope
@@ -16,7 +19,12 @@ class Attention(nnx.Module):
     """softmax(q k^T / sqrt(head_dim) + bias) v over `num_heads` query heads and `num_kv_heads`
     key/value heads (= num_heads: MHA; 1: MQA; in between: GQA).
 
-    `position` selects what happens inside attention: "rope" rotates q and k, "alibi" adds a
+    Self-attention reads keys and values from its own input. Given `kv` (the memory, e.g. an
+    encoder's output) it is cross-attention: keys and values come from the memory, no causal
+    mask, no position scheme (RoPE / ALiBi apply to self-attention only). `cross=True` marks a
+    module built to be a block's cross-attention sublayer (it then reads `BlockContext.memory`).
+
+    `position` selects what happens inside self-attention: "rope" rotates q and k, "alibi" adds a
     distance bias; anything else ("learned", "sinusoidal", "none") leaves it to the embedding.
     """
 
@@ -29,6 +37,7 @@ class Attention(nnx.Module):
         head_dim: int | None = None,
         use_bias: bool = False,
         causal: bool = True,
+        cross: bool = False,
         position: str = "none",
         rope_theta: float = 10000.0,
         rope_scaling: RopeScaling | None = None,
@@ -49,7 +58,8 @@ class Attention(nnx.Module):
             raise ValueError(f"unknown attention implementation {implementation!r}: "
                              f"use one of {attention_ops.IMPLEMENTATIONS}")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.causal, self.position, self.sliding_window = causal, position, sliding_window
+        self.causal, self.cross = causal and not cross, cross
+        self.position, self.sliding_window = position, sliding_window
         self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
         self.implementation = implementation
         self.scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -67,17 +77,30 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x: jax.Array,
-        positions: jax.Array,
+        positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
-        cache: dict[str, jax.Array] | None = None,
-    ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        cache: KVCache | MemoryCache | None = None,
+        *,
+        kv: jax.Array | None = None,
+        kv_segment_ids: jax.Array | None = None,
+    ) -> tuple[jax.Array, KVCache | MemoryCache | None]:
         """x: [batch, time, embed]; positions, segment_ids: [batch, time] (segment 0 = padding).
 
-        Without a cache, token i attends to tokens j of the same segment (j <= i if causal).
-        With a cache ({"k", "v", "segment_ids"} from `kv_cache.init_layer_cache`), the new keys and
-        values are written at `positions` and the queries attend over every filled slot at or before
-        their own position. Returns (output [batch, time, embed], updated cache or None).
+        Self-attention (no `kv`): without a cache, token i attends to tokens j of the same segment
+        (j <= i if causal). With a `KVCache`, the new keys and values are written at `positions`
+        and the queries attend over every filled slot at or before their own position.
+
+        Cross-attention: `kv` [batch, memory_len, embed] with `kv_segment_ids` [batch, memory_len]
+        (0 = padding; default: no padding). Queries attend to every real memory token (of the same
+        segment, when both sides carry segment ids). With a `MemoryCache` and `kv`, the memory's
+        keys and values are computed and stored; with the cache and no `kv`, they are read from it.
+
+        Returns (output [batch, time, embed], the updated cache or None).
         """
+        if kv is not None or isinstance(cache, MemoryCache):
+            return self._cross_attention(x, segment_ids, cache, kv, kv_segment_ids)
+        if positions is None:
+            raise ValueError("self-attention needs positions [batch, time]")
         batch, time, _ = x.shape
         q, k, v = self.query(x), self.key(x), self.value(x)
         if self.position == "rope":
@@ -91,7 +114,7 @@ class Attention(nnx.Module):
             if segment_ids is None:
                 segment_ids = jnp.ones((batch, time), jnp.int32)
             cache = kv_cache.write(cache, k, v, positions, segment_ids)
-            k_segment_ids = cache["segment_ids"]
+            k_segment_ids = cache.segment_ids
             q_index = positions
             k_index = jnp.broadcast_to(jnp.arange(k_segment_ids.shape[1]), k_segment_ids.shape)
 
@@ -105,21 +128,61 @@ class Attention(nnx.Module):
                 or self.sliding_window is not None or self.implementation == "einsum"):
             mask = attention_ops.attention_mask(q_index, k_index, segment_ids, k_segment_ids,
                                                 causal=self.causal, sliding_window=self.sliding_window)
-        weights = None
         if cache is not None:
-            out, weights = attention_ops.cached_attention(q, cache["k"], cache["v"], mask, bias,
+            out, weights = attention_ops.cached_attention(q, cache.k, cache.v, mask, bias,
                                                           scale=self.scale)
-        elif self.implementation == "einsum":
-            out, weights = attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
         else:
-            out = attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
-                                              is_causal=self.causal and mask is None,
-                                              implementation=self._xla_implementation())
+            out, weights = self._attend(q, k, v, mask, bias, is_causal=self.causal and mask is None)
+        self._record(weights)
+        return self.out(out), cache
+
+    def _cross_attention(self, x, segment_ids, cache, kv, kv_segment_ids):
+        batch, time, _ = x.shape
+        q = self.query(x)
+        if kv is not None:
+            k, v = self.key(kv), self.value(kv)
+            if kv_segment_ids is None:
+                kv_segment_ids = jnp.ones(kv.shape[:2], jnp.int32)
+            if cache is not None:
+                cache = MemoryCache(k=kv_cache.heads_major(k).astype(cache.k.dtype),
+                                    v=kv_cache.heads_major(v).astype(cache.v.dtype),
+                                    segment_ids=kv_segment_ids.astype(jnp.int32))
+        else:
+            kv_segment_ids = cache.segment_ids
+        # Only padding and segments matter across the two sequences: no causal mask, no window.
+        indices = jnp.zeros((batch, time), jnp.int32), jnp.zeros(kv_segment_ids.shape, jnp.int32)
+        mask = attention_ops.attention_mask(*indices, segment_ids, kv_segment_ids, causal=False)
+        if cache is not None:
+            out, weights = attention_ops.cached_attention(q, cache.k, cache.v, mask, None,
+                                                          scale=self.scale)
+        else:
+            out, weights = self._attend(q, k, v, mask, None, is_causal=False)
+        self._record(weights)
+        return self.out(out), cache
+
+    def _attend(self, q, k, v, mask, bias, *, is_causal: bool):
+        """Uncached attention with the configured implementation: (out, weights or None)."""
+        if self.implementation == "einsum":
+            return attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
+        implementation = "cudnn" if self.implementation == "cudnn" else None
+        return attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
+                                           is_causal=is_causal, implementation=implementation), None
+
+    def _record(self, weights) -> None:
         # Recorded for `nnx.capture(model, nnx.Intermediate)` (jaxformer attention); outside a
         # capture flax would store them on the module, which it deprecates.
         if weights is not None and self.implementation == "einsum" and hasattr(self, "__captures__"):
             self.sow(nnx.Intermediate, "attention_weights", weights)
-        return self.out(out), cache
 
-    def _xla_implementation(self) -> str | None:
-        return "cudnn" if self.implementation == "cudnn" else None
+    def as_sublayer(self, x: jax.Array, ctx: BlockContext, cache):
+        """The block's call: (output, cache, aux losses). A cross-attention module reads the
+        memory from the context (or, while decoding, from its `MemoryCache`)."""
+        if self.cross:
+            if ctx.memory is None and not isinstance(cache, MemoryCache):
+                raise ValueError("a cross-attention sublayer needs the memory (an encoder's "
+                                 "output) in the block context, or a filled MemoryCache")
+            y, cache = self(x, ctx.positions, ctx.segment_ids, cache, kv=ctx.memory,
+                            kv_segment_ids=ctx.memory_segment_ids)
+        else:
+            y, cache = self(x, ctx.positions, ctx.segment_ids, cache)
+        return y, cache, {}

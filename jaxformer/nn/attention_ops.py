@@ -28,15 +28,16 @@ def attention_mask(
     """Which keys each query may see: [batch, 1, q_time, k_time] bool.
 
     q_index/k_index: [batch, time] index of each token in the key/value sequence (in the KV cache
-    that is the cache slot, i.e. the position). Segment ids keep packed documents apart; segment 0
-    marks padding, which no query attends to.
+    that is the cache slot, i.e. the position); only read for `causal` or `sliding_window`.
+    Segment ids keep packed documents apart; segment 0 marks padding, which no query attends to.
     """
     mask = jnp.ones((q_index.shape[0], q_index.shape[1], k_index.shape[1]), bool)
-    distance = q_index[:, :, None] - k_index[:, None, :]
-    if causal:
-        mask &= distance >= 0
-    if sliding_window is not None:
-        mask &= jnp.abs(distance) < sliding_window
+    if causal or sliding_window is not None:
+        distance = q_index[:, :, None] - k_index[:, None, :]
+        if causal:
+            mask &= distance >= 0
+        if sliding_window is not None:
+            mask &= jnp.abs(distance) < sliding_window
     if k_segment_ids is not None:
         mask &= (k_segment_ids != 0)[:, None, :]
         if q_segment_ids is not None:

@@ -42,3 +42,7 @@ class FeedForward(nnx.Module):
         act = ACTIVATIONS[self.activation]
         h = act(self.gate(x)) * self.up(x) if self.gated else act(self.up(x))
         return self.down(h)
+
+    def as_sublayer(self, x: jax.Array, ctx, cache):
+        """The block's call: (output, no cache, no aux losses)."""
+        return self(x), cache, {}

@@ -28,6 +28,11 @@ def param(
     return nnx.Param(init(key, tuple(shape), dtype), out_sharding=tuple(axes), eager_sharding=False)
 
 
+def path_string(path) -> str:
+    """A pytree path (or an NNX state path) as "layers/0/attention/query/kernel"."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
 def normal(std: float) -> Initializer:
     return jax.nn.initializers.normal(stddev=std)
 

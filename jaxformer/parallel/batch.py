@@ -16,18 +16,25 @@ from jaxformer.nn.sharding import logical_to_spec
 from jaxformer.parallel.rules import Rules
 
 
-def batch_sharding(mesh: Mesh, rules: Rules, global_shape: tuple[int, ...]) -> NamedSharding:
-    """[batch, length, ...] split over the batch's mesh axes, the rest whole."""
-    logical = ("batch", "length", *([None] * (len(global_shape) - 2)))[:len(global_shape)]
+def batch_sharding(mesh: Mesh, rules: Rules, global_shape: tuple[int, ...],
+                   leading_axes: int = 0) -> NamedSharding:
+    """[..., batch, length, ...] split over the batch's mesh axes, the rest whole. `leading_axes`
+    axes come before the batch axis (gradient accumulation's micro-batches)."""
+    rest = len(global_shape) - leading_axes
+    logical = (None,) * leading_axes + ("batch", "length", *([None] * (rest - 2)))[:rest]
     return NamedSharding(mesh, logical_to_spec(logical, global_shape, rules, dict(mesh.shape)))
 
 
-def place_batch(local_batch: dict[str, Any], mesh: Mesh, rules: Rules) -> dict[str, jax.Array]:
-    """This process's rows of every entry -> global arrays of `process_count` times as many rows."""
+def place_batch(local_batch: dict[str, Any], mesh: Mesh, rules: Rules,
+                leading_axes: int = 0) -> dict[str, jax.Array]:
+    """This process's rows of every entry -> global arrays of `process_count` times as many rows
+    (the rows are axis `leading_axes`)."""
     placed = {}
     for name, value in local_batch.items():
         value = np.asarray(value)
-        global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
-        sharding = batch_sharding(mesh, rules, global_shape)
+        shape = list(value.shape)
+        shape[leading_axes] *= jax.process_count()
+        global_shape = tuple(shape)
+        sharding = batch_sharding(mesh, rules, global_shape, leading_axes)
         placed[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return placed

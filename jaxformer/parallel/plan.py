@@ -58,9 +58,10 @@ class ParallelPlan:
         """`init_fn()`'s output as sharded ShapeDtypeStructs: checkpoint restore targets."""
         return abstract_state(init_fn, self.mesh, self.rules)
 
-    def place(self, local_batch: dict) -> dict:
-        """This process's rows -> global arrays split over the batch's mesh axes."""
-        return place_batch(local_batch, self.mesh, self.rules)
+    def place(self, local_batch: dict, leading_axes: int = 0) -> dict:
+        """This process's rows -> global arrays split over the batch's mesh axes (the rows are
+        axis `leading_axes`: 1 for a stack of micro-batches)."""
+        return place_batch(local_batch, self.mesh, self.rules, int(leading_axes))
 
     def describe(self) -> str:
         sizes = " x ".join(f"{name}={size}" for name, size in self.mesh.shape.items())

@@ -5,6 +5,10 @@ these rules say which mesh axis each name is split over. Flax resolves them in o
 array, the first rule whose mesh axes are still free wins. That is why "batch" comes before
 "embed": an activation [batch, length, embed] puts fsdp on its batch and leaves embed whole, while
 a weight [embed, mlp] (no batch) is split over fsdp on embed and over tensor on mlp.
+
+A family that names a new logical axis (an MoE's "expert") declares it beside these rules with
+`declare_logical_axis`; `mesh.rules` may then map it like any other. A name nobody declared is an
+error, so a typo in `mesh.rules` never silently leaves an axis replicated.
 """
 
 import contextlib
@@ -32,10 +36,26 @@ DEFAULT_RULES: Rules = (
 )
 
 
+_DECLARED: dict[str, str | tuple[str, ...] | None] = {}
+
+
+def declare_logical_axis(name: str, mesh_axes: str | tuple[str, ...] | None = None) -> None:
+    """Make `name` a known logical axis, split over `mesh_axes` by default (None: replicated).
+    Rules keep their order: declared names come after the defaults."""
+    if name in dict(DEFAULT_RULES):
+        raise ValueError(f"logical axis {name!r} is already a default rule")
+    _DECLARED[name] = _check_mesh_axes(name, mesh_axes)
+
+
+def known_rules() -> Rules:
+    """The default rules followed by the declared ones."""
+    return DEFAULT_RULES + tuple(_DECLARED.items())
+
+
 def make_rules(overrides: dict[str, str | list[str] | None] | None = None) -> Rules:
-    """The default rules with `mesh.rules` overrides (logical name -> mesh axis, a list of mesh
-    axes, or None for replicated) replacing the entries they name; new names are appended."""
-    rules = dict(DEFAULT_RULES)
+    """The default and declared rules with `mesh.rules` overrides (logical name -> mesh axis, a
+    list of mesh axes, or None for replicated) replacing the entries they name."""
+    rules = dict(known_rules())
     for logical, mesh_axes in (overrides or {}).items():
         if logical not in rules:
             close = difflib.get_close_matches(logical, list(rules), n=3)

@@ -20,9 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+from flax import linen as nn
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxformer.errors import ConfigError
+from jaxformer.nn.params import path_string
 from jaxformer.nn.sharding import logical_to_spec
 from jaxformer.parallel.rules import Rules
 
@@ -39,6 +42,25 @@ def _keys(path) -> tuple[str, ...]:
     return tuple(jax.tree_util.keystr((k,)) for k in path)
 
 
+def parameter_spec(logical_axes, shape, rules: Rules, axis_sizes: dict[str, int],
+                   path: str) -> PartitionSpec:
+    """A parameter's spec: its logical names through the rules, every mesh axis kept. A mesh axis
+    that does not divide its dimension is a ConfigError naming the parameter, the dimension and
+    the axis (activations may be fitted to odd shapes; parameters are never silently replicated)."""
+    mesh_axes = tuple(nn.logical_to_mesh_axes(tuple(logical_axes), rules))
+    for dim, (logical, axes) in enumerate(zip(logical_axes, mesh_axes)):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = 1
+        for name in names:
+            size *= axis_sizes[name]
+        if shape[dim] % size:
+            raise ConfigError(
+                f"parameter {path} has {shape[dim]} entries on its {logical!r} axis (dimension "
+                f"{dim} of {tuple(shape)}), which mesh axis {'x'.join(names)} of size {size} does "
+                f"not divide: change the mesh, or replicate it with mesh.rules.{logical}=null")
+    return logical_to_spec(logical_axes, shape, rules, axis_sizes)
+
+
 def partition_specs(abstract_tree: Any, mesh: Mesh, rules: Rules, reference: Any = None) -> Any:
     """A PartitionSpec for every leaf of `abstract_tree` (Variables count as leaves)."""
     leaves = jax.tree_util.tree_leaves_with_path(abstract_tree, is_leaf=_is_variable)
@@ -51,8 +73,8 @@ def partition_specs(abstract_tree: Any, mesh: Mesh, rules: Rules, reference: Any
     for is_ref, (path, leaf) in [(True, x) for x in ref_leaves] + [(False, x) for x in leaves]:
         axes = _logical_axes(leaf)
         if axes:
-            spec = logical_to_spec(axes, leaf.shape, rules, axis_sizes)
             keys = _keys(path)
+            spec = parameter_spec(axes, leaf.shape, rules, axis_sizes, path_string(path))
             if not is_ref:
                 named[keys] = spec
             # Tails of at least two keys: "['kernel']" alone would match every kernel.

@@ -1,31 +1,31 @@
-"""Deterministic evaluation: the mean loss over a fixed list of validation batches, no dropout."""
-
-import math
+"""Deterministic evaluation: the task's loss and metrics over a fixed list of batches, no dropout."""
 
 import jax
 from flax import nnx
 
-from jaxformer.config import Config
-from jaxformer.train.loss import masked_loss_sum
-from jaxformer.train.step import model_inputs
+from jaxformer.train.step import as_sums
 
 
-def make_eval_step(graphdef: nnx.GraphDef, config: Config):
-    """`eval_step(params, batch) -> (loss sum, token count)`, jit-compiled once."""
-    packed = bool(config.data.packing)
+def make_eval_step(graphdef: nnx.GraphDef, task):
+    """`eval_step(params, frozen, batch) -> {name: (sum, count)}`, jit-compiled once."""
 
-    def eval_step(params, batch):
-        model = nnx.merge(graphdef, params)
-        logits, _ = model(batch["tokens"], **model_inputs(batch, packed))
-        return masked_loss_sum(logits, batch["targets"], batch["loss_mask"])
+    def eval_step(params, frozen, batch):
+        model = nnx.merge(graphdef, params, frozen)
+        output = model(**task.model_inputs(batch))
+        return as_sums(*task.loss(output, batch), output.aux)
 
     return jax.jit(eval_step)
 
 
-def evaluate(eval_step, params, batches: list[dict]) -> dict:
-    """Mean loss over every unmasked token of `batches` (already placed on devices), and its
-    perplexity. The same batches every time, so values are comparable across steps and runs."""
-    sums = [eval_step(params, batch) for batch in batches]  # dispatched back to back, one sync
-    total, count = (sum(float(x) for x in column) for column in zip(*jax.device_get(sums)))
-    loss = total / max(count, 1.0)
-    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 80.0))}
+def evaluate(eval_step, params, frozen, batches: list[dict], task) -> dict:
+    """The task's evaluation record (e.g. val_loss, val_ppl) from every scored item of `batches`
+    (already placed on devices). The same batches every time, so values are comparable across
+    steps and runs."""
+    results = [eval_step(params, frozen, batch) for batch in batches]  # back to back, one sync
+    totals: dict[str, list[float]] = {}
+    for sums in jax.device_get(results):
+        for name, (total, count) in sums.items():
+            acc = totals.setdefault(name, [0.0, 0.0])
+            acc[0] += float(total)
+            acc[1] += float(count)
+    return task.eval_summary({name: total / max(count, 1.0) for name, (total, count) in totals.items()})

@@ -1,7 +1,10 @@
-"""The training loop: data in, compiled steps, logs, evaluations, checkpoints, a plot and a sample.
+"""The training loop: data in, compiled steps, logs, evaluations, checkpoints, a plot and the
+task's end-of-run report (a sample of text for a language model).
 
-Nothing here waits on the device between steps: metrics stay on the device and are fetched once
-per log interval (and before each checkpoint, to check that the loss is still finite).
+It is written once for every model family: the run's task (`jaxformer.tasks`) supplies the data,
+the loss and the report; the registry builds the model. Nothing here waits on the device between
+steps: metrics stay on the device and are fetched once per log interval (and before each
+checkpoint, to check that the loss is still finite).
 """
 
 import dataclasses
@@ -14,11 +17,12 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
-from jaxformer.config import Config, load_config, save_config, with_vocab_size
-from jaxformer.data import build_tokenizer, eval_batches, load_corpus, load_tokenizer, make_train_iterator
+from jaxformer.config import Config, load_config, save_config
 from jaxformer.errors import ConfigError, UserError
 from jaxformer.parallel import ParallelPlan
+from jaxformer.tasks import make_task
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.eval import evaluate, make_eval_step
 from jaxformer.train.metrics import Throughput
@@ -40,8 +44,9 @@ class TrainResult:
     train_loss: float | None  # mean over the last log interval
     wall_s: float  # from the start of `train` to the end of the last step (sample excluded)
     tokens_per_s: float | None  # over the whole segment, compile and evaluations included
-    sample: str | None = None
+    sample: str | None = None  # the language-model task's sample (report["sample"])
     stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended the run early
+    report: dict = dataclasses.field(default_factory=dict)  # the task's end-of-run report
 
 
 def place_batch(batch: dict) -> dict:
@@ -55,26 +60,14 @@ def devices_used(state) -> int:
 
 
 def prepare_run(config: Config, run: RunDir, say):
-    """Corpus, tokenizer and the resolved config, all checked before any compute.
-
-    The tokenizer saved in the run directory wins (a resumed run must encode as before);
-    otherwise it is built from the corpus and saved. `model.vocab_size` is set from it, and
-    `data.packing=null` is resolved from the corpus. A resumed run must keep the model and data
-    sections of the saved config."""
-    corpus = load_corpus(config.data.corpus)
-    if (run.tokenizer).exists():
-        tokenizer = load_tokenizer(run.tokenizer)
-    else:
-        tokenizer = build_tokenizer(config.data, corpus)
-    config, changed = with_vocab_size(config, tokenizer.vocab_size)
-    if changed:
-        say(f"model.vocab_size set to {tokenizer.vocab_size}, the tokenizer's vocabulary size")
-    if config.data.packing is None:
-        packing = not corpus.is_single_text
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data, packing=packing))
+    """The task's data and the resolved config, all checked before any compute; the run
+    directory's config and the task's artifacts (a tokenizer) written by process 0. A resumed run
+    must keep the model, task and data sections of the saved config."""
+    task = make_task(config)
+    config = task.prepare(run, say)
     if run.config.exists():
         saved = load_config(run.config)
-        for section in ("model", "data"):
+        for section in ("model", "task", "data"):
             if getattr(saved, section) != getattr(config, section):
                 raise ConfigError(
                     f"{run.root} holds a run with a different {section} config; its checkpoints "
@@ -82,10 +75,28 @@ def prepare_run(config: Config, run: RunDir, say):
                     f"{run.config}")
     if jax.process_index() == 0:
         run.root.mkdir(parents=True, exist_ok=True)
-        if not run.tokenizer.exists():
-            tokenizer.save(run.tokenizer)
+        task.save_artifacts(run)
         save_config(config, run.config)
-    return config, corpus, tokenizer
+    return config, task
+
+
+def next_batch(iterator, accum: int) -> dict:
+    """One step's host batch: a batch, or `accum` of them stacked on a new leading axis."""
+    if accum == 1:
+        return next(iterator)
+    batches = [next(iterator) for _ in range(accum)]
+    return {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+
+
+def check_batch(batch: dict, spec: dict, rows: int) -> None:
+    """The data pipeline's first batch against the task's `batch_spec` (this process's rows)."""
+    for name, want in spec.items():
+        got = batch.get(name)
+        shape = (rows, *want.shape[1:])
+        if got is None or tuple(got.shape) != shape or np.dtype(got.dtype) != np.dtype(want.dtype):
+            found = "missing" if got is None else f"{got.dtype}{list(got.shape)}"
+            raise UserError(f"the data pipeline's batch entry {name!r} is {found}, but the task "
+                            f"needs {np.dtype(want.dtype)}{list(shape)}")
 
 
 def restore_or_create(config: Config, checkpointer: Checkpointer, data_iterator, say, plan: ParallelPlan):
@@ -147,7 +158,7 @@ class Window:
         self.reset()
 
     def reset(self):
-        self.loss_sum, self.count, self.last = 0.0, 0, {}
+        self.sums, self.count, self.last = {}, 0, {}
 
     def fetch(self, checkpoint_step: int | None, checkpoint_dir: Path, lr_now: float) -> None:
         """Bring pending metrics to the host; a non-finite loss stops the run."""
@@ -165,9 +176,15 @@ class Window:
                     f"{float(m['grad_norm']):.3g}); stopped without saving; {kept}. Lower "
                     f"optimizer.lr (now {lr_now:g}), lengthen optimizer.warmup_steps or lower "
                     f"optimizer.grad_clip, then rerun to resume from it")
-            self.loss_sum += loss
+            for name, value in m.items():
+                self.sums[name] = self.sums.get(name, 0.0) + float(value)
             self.count += 1
             self.last = {k: float(v) for k, v in m.items()}
+
+    def record(self) -> dict:
+        """Means over the window of the loss and the task's metrics; the last grad norm and lr."""
+        means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
+        return {**means, "grad_norm": self.last.get("grad_norm"), "lr": self.last.get("lr")}
 
 
 def train(config: Config) -> TrainResult:
@@ -185,38 +202,35 @@ def train(config: Config) -> TrainResult:
             (bar.write if bar is not None else print)(message, file=sys.stdout)
             sys.stdout.flush()
 
-    config, corpus, tokenizer = prepare_run(config, run, say)
+    config, task = prepare_run(config, run, say)
     t, accum = config.train, config.optimizer.grad_accum_steps
-    prompt = tokenizer.encode(t.sample_prompt) if t.sample_tokens else []  # a bad prompt fails now
-    train_iterator = make_train_iterator(  # batch_size is global; each process gets its rows
-        config.data, tokenizer, corpus, batch_size=t.batch_size,
-        seq_len=t.seq_len, seed=t.seed, process_index=jax.process_index(),
-        process_count=jax.process_count())
-    val_batches = [plan.place(b) for b in eval_batches(
-        config.data, tokenizer, corpus, batch_size=t.batch_size, seq_len=t.seq_len,
-        num_batches=t.eval_batches, seed=0)] if t.eval_batches else []
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_iterator = task.train_iterator(**shard)  # batch_size is global; each process its rows
+    val_batches = [plan.place(b) for b in task.eval_batches(**shard)]
 
     checkpointer = Checkpointer(run.checkpoints, keep=t.keep_checkpoints, log=say)
     if plan.mesh.size > 1:
         say(plan.describe())
     state, start = restore_or_create(config, checkpointer, train_iterator, say, plan)
-    graphdef = model_graphdef(config.model)
+    graphdef = model_graphdef(config)
     # Bound to the plan: traced with its mesh and rules, so the model's sharding hints apply.
     train_step = plan.bind(make_train_step(graphdef, make_optimizer(config.optimizer), config,
-                                           state_shardings=plan.shardings(state_init(config))))
-    eval_step = plan.bind(make_eval_step(graphdef, config))
+                                           task, state_shardings=plan.shardings(state_init(config))))
+    eval_step = plan.bind(make_eval_step(graphdef, task))
     log = MetricsLog(run.metrics, run.tensorboard, enabled=is_main)
     throughput = Throughput(config.model, t.seq_len, num_devices=devices_used(state))
-    tokens_per_step = t.batch_size * t.seq_len * accum
+    tokens_per_step = task.tokens_per_batch(t.batch_size) * accum
     window, last_saved, val_loss, train_loss = Window(), start or None, None, None
     stopped_by = None
 
     def run_eval(step: int) -> float | None:
         if not val_batches:
             return None
-        values = evaluate(eval_step, state.params, val_batches)
+        values = evaluate(eval_step, state.params, state.frozen, val_batches, task)
         log.write("eval", step, values)
-        say(f"step {step}: val loss {values['val_loss']:.4f} (perplexity {values['val_ppl']:.2f})")
+        extra = ", ".join(f"{name.removeprefix('val_')} {value:.4g}" for name, value in values.items()
+                          if name != "val_loss")
+        say(f"step {step}: val loss {values['val_loss']:.4f}" + (f" ({extra})" if extra else ""))
         return values["val_loss"]
 
     if start >= t.steps:
@@ -234,8 +248,11 @@ def train(config: Config) -> TrainResult:
         with StopSignals() as signals:
             throughput.reset()
             for step in range(start + 1, t.steps + 1):
-                for _ in range(accum):
-                    state, metrics = train_step(state, plan.place(next(train_iterator)))
+                host_batch = next_batch(train_iterator, accum)
+                if step == start + 1:
+                    check_batch(host_batch if accum == 1 else {k: v[0] for k, v in host_batch.items()},
+                                task.batch_spec(t.batch_size), t.batch_size // jax.process_count())
+                state, metrics = train_step(state, plan.place(host_batch, leading_axes=accum > 1))
                 window.pending.append((step, metrics))
                 if step == start + 1:  # the first step compiles: keep it out of tokens/s
                     jax.block_until_ready(metrics)
@@ -247,11 +264,11 @@ def train(config: Config) -> TrainResult:
                 final = step == t.steps
                 if step % t.log_every == 0 or final:
                     window.fetch(last_saved, run.checkpoints, config.optimizer.lr)
-                    train_loss = window.loss_sum / max(window.count, 1)
                     rates = throughput.measure()
+                    record = window.record()
+                    train_loss = record["loss"]
                     record = {"loss": train_loss, "ppl": math.exp(min(train_loss, 80.0)),
-                              "grad_norm": window.last["grad_norm"], "lr": window.last["lr"],
-                              **rates}
+                              **{k: v for k, v in record.items() if k != "loss"}, **rates}
                     log.write("train", step, record)
                     window.reset()
                     if bar is not None:
@@ -279,34 +296,24 @@ def train(config: Config) -> TrainResult:
             bar.close()
         log.close()
         checkpointer.close()
-    end_step = int(state.step) // accum
+    end_step = int(state.step)
     wall = time.perf_counter() - start_time
     segment_tokens = (end_step - start) * tokens_per_step
     result = TrainResult(step=end_step, val_loss=val_loss, train_loss=train_loss, wall_s=wall,
                          tokens_per_s=segment_tokens / max(time.perf_counter() - segment_start, 1e-9)
                          if segment_tokens else None, stopped_by=stopped_by)
     if is_main and stopped_by is None:
-        plot_losses(run.metrics, run.plot, title=f"{run.root.name}: {config.model.num_layers} "
-                    f"layers, d {config.model.d_model}")
+        size = getattr(config.model, "num_layers", None)
+        plot_losses(run.metrics, run.plot, title=f"{run.root.name}: {config.model.family}"
+                    + (f", {size} layers" if size else ""))
         say(f"loss plot: {run.plot}")
-    if stopped_by is None and t.sample_tokens:
-        result.sample = write_sample(config, graphdef, state.params, tokenizer, prompt, say)
+    if stopped_by is None:
+        from flax import nnx
+
+        model = nnx.merge(graphdef, state.params, state.frozen)
+        result.report = task.report(model, say)
+        result.sample = result.report.get("sample")
     return result
-
-
-def write_sample(config: Config, graphdef, params, tokenizer, prompt: list[int], say) -> str:
-    from flax import nnx
-
-    from jaxformer.generate import generate_past_context
-
-    t = config.train
-    model = nnx.merge(graphdef, params)
-    # nanoGPT's CPU preset samples more characters than its 64-token context holds.
-    new = generate_past_context(model, prompt, t.sample_tokens, temperature=t.sample_temperature,
-                                top_k=t.sample_top_k, seed=t.seed)
-    text = tokenizer.decode(prompt + new)
-    say(f"--- sample ({t.sample_tokens} tokens, temperature {t.sample_temperature}) ---\n{text}\n---")
-    return text
 
 
 __all__ = ["NonFiniteLossError", "TrainResult", "place_batch", "train"]

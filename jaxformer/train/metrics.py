@@ -12,7 +12,6 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxformer.models.config import DecoderConfig
 from jaxformer.models.costs import flops_per_token
 
 # Dense bf16 peak FLOP/s per chip, vendor figures. device_kind substrings, most specific first.
@@ -58,7 +57,7 @@ def measured_cpu_peak(size: int = 2048, repeats: int = 4) -> float:
 class Throughput:
     """Tokens/s and MFU over the steps between two `measure` calls."""
 
-    def __init__(self, model_config: DecoderConfig, seq_len: int, *, num_devices: int | None = None,
+    def __init__(self, model_config, seq_len: int, *, num_devices: int | None = None,
                  peak_per_device: float | None = None):
         self.flops_per_token = flops_per_token(model_config, seq_len)
         self.num_devices = num_devices or jax.device_count()

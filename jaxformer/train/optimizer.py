@@ -1,15 +1,19 @@
-"""AdamW with warmup + cosine decay, global-norm clipping, decay on matrices only, accumulation.
+"""AdamW with warmup + cosine decay, global-norm clipping, and weight decay chosen by path.
 
-    clip_by_global_norm(grad_clip) -> adamw(schedule, b1, b2, eps, weight_decay, mask=ndim >= 2)
-    wrapped in optax.MultiSteps when grad_accum_steps > 1 (the update is applied every k-th call,
-    with the mean of the k gradients; the calls in between return zero updates).
+    clip_by_global_norm(grad_clip) -> adamw(schedule, b1, b2, eps, weight_decay, mask=by path)
+
+Gradient accumulation is not an optimizer wrapper here: the train step sums the gradients of
+k micro-batches itself and divides by their total token count (see `jaxformer.train.step`).
 """
+
+import fnmatch
 
 import jax
 import optax
 from flax import nnx
 
 from jaxformer.config import OptimizerConfig
+from jaxformer.nn.params import path_string
 
 
 def make_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -20,27 +24,24 @@ def make_schedule(config: OptimizerConfig) -> optax.Schedule:
         decay_steps=config.decay_steps, end_value=config.min_lr)
 
 
-# Weight decay goes to weight matrices and embedding tables, as nanoGPT and GPT-3 decay every
-# matrix; biases (also attention's [heads, head_dim] ones) and norm scales are left alone. Deciding
-# by the parameter's name rather than its number of axes keeps that true for 2-D biases and for the
-# stacked "layers" axis of a scanned model.
-DECAYED = ("kernel", "embedding")
+def decay_mask(patterns):
+    """params -> a tree of booleans like it: True where the parameter's path matches one of the
+    glob `patterns` (`optimizer.weight_decay_params`). Deciding by name rather than by the number
+    of axes keeps biases of shape [heads, head_dim] undecayed, and the stacked "layers" axis of a
+    scanned model changes nothing."""
+    def mask(params):
+        def one(path, p):
+            decayed = any(fnmatch.fnmatchcase(path_string(path), pattern) for pattern in patterns)
+            return jax.tree.map(lambda _: decayed, p) if isinstance(p, nnx.Variable) else decayed
 
+        return jax.tree_util.tree_map_with_path(one, params,
+                                                is_leaf=lambda x: isinstance(x, nnx.Variable))
 
-def decay_mask(params):
-    """A tree of booleans like `params`: True where the parameter gets weight decay."""
-    def mask(path, p):
-        decayed = getattr(path[-1], "key", None) in DECAYED
-        return jax.tree.map(lambda _: decayed, p) if isinstance(p, nnx.Variable) else decayed
-
-    return jax.tree_util.tree_map_with_path(mask, params,
-                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return mask
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     adamw = optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
-                        weight_decay=config.weight_decay, mask=decay_mask)
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw) if config.grad_clip else adamw
-    if config.grad_accum_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
-    return tx
+                        weight_decay=config.weight_decay,
+                        mask=decay_mask(tuple(config.weight_decay_params)))
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw) if config.grad_clip else adamw

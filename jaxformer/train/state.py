@@ -1,9 +1,10 @@
 """The train state: a plain pytree of arrays, created by a pure function.
 
-`init_train_state(config, rng)` builds the model from `rng`, splits off its parameters and
-initializes the optimizer. Being pure, it can run under `jax.jit` (with `out_shardings` for a
-mesh: see `jaxformer.parallel`) or `jax.eval_shape` (abstract targets for checkpoint restore).
-The model's structure (its `nnx.GraphDef`) is static and lives outside the state.
+`init_train_state(config, rng)` builds the model (through the family registry) from `rng`, splits
+its variables into the trainable ones (`train.trainable`) and the frozen rest, and initializes the
+optimizer on the trainable ones only. Being pure, it can run under `jax.jit` (with
+`out_shardings` for a mesh: see `jaxformer.parallel`) or `jax.eval_shape` (abstract targets for
+checkpoint restore). The model's structure (its `nnx.GraphDef`) is static and lives outside.
 """
 
 import functools
@@ -14,42 +15,42 @@ import optax
 from flax import nnx, struct
 
 from jaxformer.config import Config
-from jaxformer.models.config import DecoderConfig
-from jaxformer.models.decoder import DecoderLM
+from jaxformer.errors import ConfigError
+from jaxformer.models import abstract_model, build_model
 from jaxformer.train.optimizer import make_optimizer
+from jaxformer.train.trainable import trainable_filter
 
 
 @struct.dataclass
 class TrainState:
-    step: jax.Array  # int32 []: train_step calls so far (micro-steps when accumulating)
-    params: nnx.State  # the model's nnx.Param state; leaves carry logical-axis metadata
-    opt_state: optax.OptState
-    rng: jax.Array  # uint32 [2]: dropout key for step s is fold_in(rng, s), so resume is exact
+    step: jax.Array  # int32 []: optimizer updates so far
+    params: nnx.State  # the trainable variables; leaves carry logical-axis metadata
+    frozen: nnx.State  # every other variable of the model (empty when everything trains)
+    opt_state: optax.OptState  # for `params` only
+    rng: jax.Array  # uint32 [2]: dropout key of micro-batch m is fold_in(rng, m), so resume is exact
 
 
-def build_model(model_config: DecoderConfig, rng: jax.Array) -> DecoderLM:
-    return DecoderLM(model_config, rngs=nnx.Rngs(params=rng))
+def split_model(model: nnx.Module, config: Config):
+    """(graphdef, trainable state, frozen state) of a model, as the run's filter divides it."""
+    return nnx.split(model, trainable_filter(config.train.trainable), ...)
 
 
-def model_graphdef(model_config: DecoderConfig) -> nnx.GraphDef:
-    """The static structure to `nnx.merge` parameters into; nothing is allocated."""
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(model_config, jax.random.key(0))),
-                            nnx.Param)
+def model_graphdef(config: Config) -> nnx.GraphDef:
+    """The static structure to `nnx.merge(graphdef, params, frozen)`; nothing is allocated."""
+    graphdef, _, _ = split_model(abstract_model(config.model), config)
     return graphdef
 
 
 def init_train_state(config: Config, rng: jax.Array) -> TrainState:
     """rng: a raw uint32 [2] key (`jax.random.PRNGKey(seed)`). Pure: same rng, same state."""
     init_rng, dropout_rng = jax.random.split(rng)
-    model = build_model(config.model, init_rng)
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    if jax.tree.leaves(rest):  # the train step carries only Params through
-        raise TypeError("the model holds state that is not an nnx.Param (e.g. a stateful RNG or "
-                        "batch statistics), which the train step would drop: keep models "
-                        "parameter-only and pass randomness as keys")
+    _, params, frozen = split_model(build_model(config.model, rngs=nnx.Rngs(params=init_rng)), config)
+    if not jax.tree.leaves(params):
+        raise ConfigError(f"train.trainable={list(config.train.trainable)} selects none of the "
+                          f"model's variables: nothing would train")
     tx = make_optimizer(config.optimizer)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=dropout_rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                      opt_state=tx.init(params), rng=dropout_rng)
 
 
 def abstract_train_state(config: Config) -> TrainState:

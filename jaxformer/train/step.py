@@ -1,4 +1,13 @@
-"""The pure, jit-compiled train step: merge params, forward, masked loss, grads, optax update."""
+"""The pure, jit-compiled train step, written once for every task:
+
+    merge the trainable and frozen state into the model -> forward -> the task's loss (+ weighted
+    auxiliary losses) -> gradients of the trainable state only -> optax update.
+
+With gradient accumulation the batch carries a leading [k] axis of micro-batches, and a
+`lax.scan` over them sums the gradients of the summed losses; dividing once by the total count
+makes the update exactly that of one batch k times larger, however many tokens each micro-batch
+scores. Only one micro-batch's activations are alive at a time.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -6,57 +15,102 @@ import optax
 from flax import nnx
 
 from jaxformer.config import Config
-from jaxformer.train.loss import masked_cross_entropy
 from jaxformer.train.optimizer import make_schedule
 from jaxformer.train.state import TrainState
+from jaxformer.train.trainable import trainable_filter
 
 
-def model_inputs(batch: dict, packed: bool) -> dict:
-    """The model's keyword inputs from a batch. Unpacked rows are one document each, so segment
-    ids are left out: the attention then uses its built-in causal mask (faster, flash on GPUs)."""
-    inputs = {"positions": batch["positions"]}
-    if packed:
-        inputs["segment_ids"] = batch["segment_ids"]
-    return inputs
+def aux_total(aux: dict, weights: dict[str, float]) -> jax.Array:
+    """sum(weight * value) over a model's auxiliary losses (weight 1.0 for unlisted names)."""
+    return sum((weights.get(name, 1.0) * value for name, value in aux.items()), jnp.float32(0.0))
 
 
-def make_loss_fn(graphdef: nnx.GraphDef, config: Config):
-    packed = bool(config.data.packing)
+def make_objective(graphdef: nnx.GraphDef, task, config: Config, *, normalize: bool):
+    """objective(params, frozen, batch, dropout_rng) -> (value, (loss sum, count, metrics, aux,
+    new frozen)). The value is loss_sum / count + aux (`normalize`, one batch) or
+    loss_sum + aux * count (accumulated: divided by the total count afterwards)."""
+    weights = dict(config.task.aux_weights)
+    trainable = trainable_filter(config.train.trainable)
 
-    def loss_fn(params, batch, dropout_rng):
-        model = nnx.merge(graphdef, params)
-        logits, _ = model(batch["tokens"], **model_inputs(batch, packed), dropout_rng=dropout_rng)
-        return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    def objective(params, frozen, batch, dropout_rng):
+        model = nnx.merge(graphdef, params, frozen)
+        output = model(**task.model_inputs(batch), dropout_rng=dropout_rng)
+        total, count, metrics = task.loss(output, batch)
+        extra = aux_total(output.aux, weights)
+        if normalize:
+            value = total / jnp.maximum(count, 1.0) + extra
+        else:
+            value = total + extra * jax.lax.stop_gradient(count)
+        # Non-trainable state a forward pass may change (batch statistics, RNG counters).
+        _, _, new_frozen = nnx.split(model, trainable, ...)
+        return value, (total, count, metrics, output.aux, new_frozen)
 
-    return loss_fn
+    return objective
+
+
+def as_sums(total, count, metrics, aux) -> dict:
+    """Everything a step reports, as (sum, count) pairs that add up across micro-batches."""
+    return {"loss": (total, count), **metrics,
+            **{f"aux_{name}": (value * count, count) for name, value in aux.items()}}
+
+
+def _add(a, b):
+    return jax.tree.map(jnp.add, a, b)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, config: Config,
-                    state_shardings=None):
+                    task, state_shardings=None):
     """`train_step(state, batch) -> (state, metrics)`, compiled once, the state's buffers donated
     (the caller must not reuse the state it passed in).
 
-    batch: tokens, targets, positions, segment_ids [batch, time] int32, loss_mask [batch, time].
-    metrics (float32 scalars, still on device): loss (this batch's mean, nats/token), grad_norm
-    (global L2 norm of this batch's gradient, before clipping), lr (the rate of the update this
-    batch contributes to).
+    batch: the task's arrays ([batch, ...]), or with `optimizer.grad_accum_steps` = k > 1 the same
+    with a leading [k] axis. metrics (float32 scalars, still on device): loss (mean over the scored
+    items of the whole step), each task metric's mean, each auxiliary loss ("aux_<name>"),
+    grad_norm (global L2 norm of the gradient, before clipping), lr (of this update).
 
     state_shardings (from `jaxformer.parallel`): the new state is laid out as the old one was, so
     a sharded state stays sharded step after step (and the donated buffers can be reused).
     """
-    loss_fn = make_loss_fn(graphdef, config)
     schedule = make_schedule(config.optimizer)
     accum = config.optimizer.grad_accum_steps
-    use_dropout = config.model.dropout > 0
+    grad_fn = jax.value_and_grad(make_objective(graphdef, task, config, normalize=accum == 1),
+                                 has_aux=True)
+
+    def micro_step(state: TrainState, frozen, batch, index):
+        """Gradients and sums of one (micro-)batch; `index` counts micro-batches since the start
+        and picks the dropout key."""
+        rng = jax.random.fold_in(state.rng, index)
+        (_, (total, count, metrics, aux, frozen)), grads = grad_fn(state.params, frozen, batch, rng)
+        return grads, as_sums(total, count, metrics, aux), frozen
+
+    def gradients(state: TrainState, batch):
+        if accum == 1:
+            return micro_step(state, state.frozen, batch, state.step)
+
+        def body(carry, xs):
+            grads_sum, sums_sum, frozen = carry
+            i, micro_batch = xs
+            grads, sums, frozen = micro_step(state, frozen, micro_batch, state.step * accum + i)
+            return (_add(grads_sum, grads), _add(sums_sum, sums), frozen), None
+
+        first = jax.tree.map(lambda x: x[0], batch)
+        shapes = jax.eval_shape(lambda: micro_step(state, state.frozen, first, state.step)[:2])
+        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+        (grads, sums, frozen), _ = jax.lax.scan(body, (*zeros, state.frozen),
+                                                (jnp.arange(accum), batch))
+        count = sums["loss"][1]
+        return jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads), sums, frozen
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        dropout_rng = jax.random.fold_in(state.rng, state.step) if use_dropout else None
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, dropout_rng)
+        grads, sums, frozen = gradients(state, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": jnp.asarray(schedule(state.step // accum), jnp.float32)}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        metrics = {name: total / jnp.maximum(count, 1.0) for name, (total, count) in sums.items()}
+        metrics |= {"grad_norm": optax.tree.norm(grads),
+                    "lr": jnp.asarray(schedule(state.step), jnp.float32)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  frozen=frozen)
+        return new_state, metrics
 
     if state_shardings is None:
         return jax.jit(train_step, donate_argnums=0)

@@ -1,14 +1,21 @@
-"""HuggingFace `config.json` <-> `DecoderConfig`, for GPT2LMHeadModel and LlamaForCausalLM.
+"""The decoder family's HF converter: GPT2LMHeadModel and LlamaForCausalLM.
 
-Only settings that change the forward pass are mapped; anything the decoder cannot reproduce
-exactly (biases on attention but not the MLP, an unsupported RoPE variant, ...) is refused rather
-than silently approximated. Dropout rates are not carried over: an imported model starts with
-`dropout=0.0`; set it with `config.replace(dropout=...)` before fine-tuning.
+config.json <-> `DecoderConfig`: only settings that change the forward pass are mapped; anything
+the decoder cannot reproduce exactly (biases on attention but not the MLP, an unsupported RoPE
+variant, ...) is refused rather than silently approximated. Dropout rates are not carried over: an
+imported model starts with `dropout=0.0`; set it with `config.replace(dropout=...)` before
+fine-tuning.
+
+Weights: HF GPT-2 uses Conv1D, already [in, out], with q|k|v concatenated on the last axis of
+`c_attn`. HF Llama uses nn.Linear, [out, in]. Llama's RoPE rotates halves exactly as
+`jaxformer.nn.apply_rope` does, so q/k need no permutation.
 """
 
 from typing import Any
 
-from jaxformer.interop.errors import UnsupportedArchitectureError, UnsupportedConfigError
+from jaxformer.interop.converters import Converter, register_converter
+from jaxformer.interop.errors import UnsupportedConfigError
+from jaxformer.interop.tables import Tensor, fused_qkv, reshaped, vocab_table
 from jaxformer.models.config import DecoderConfig
 from jaxformer.nn.positions import RopeScaling
 
@@ -24,22 +31,8 @@ GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "
 LLAMA_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu", "relu": "reglu"}
 
 
-def architecture(hf_config: dict[str, Any]) -> str:
-    """The supported class named by `architectures` (or, failing that, by `model_type`)."""
-    names = hf_config.get("architectures") or []
-    for name in names:
-        if name in SUPPORTED:
-            return name
-    if not names and hf_config.get("model_type") in MODEL_TYPES:
-        return MODEL_TYPES[hf_config["model_type"]]
-    found = ", ".join(names) if names else f"model_type={hf_config.get('model_type')!r}"
-    raise UnsupportedArchitectureError(
-        f"unsupported architecture {found}: jaxformer imports {', '.join(SUPPORTED)}")
-
-
-def config_from_hf(hf_config: dict[str, Any]) -> DecoderConfig:
+def config_from_hf(arch: str, hf_config: dict[str, Any]) -> DecoderConfig:
     """A `DecoderConfig` equal in function to an HF `config.json` dict (GPT-2 or Llama)."""
-    arch = architecture(hf_config)
     return _gpt2_config(hf_config) if arch == GPT2 else _llama_config(hf_config)
 
 
@@ -154,10 +147,9 @@ def export_architecture(config: DecoderConfig) -> str:
     return GPT2 if gpt2 else LLAMA
 
 
-def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
+def config_to_hf(arch: str, config: DecoderConfig) -> dict[str, Any]:
     """An HF `config.json` dict for `config` (the inverse of `config_from_hf`)."""
     c = config
-    arch = export_architecture(c)
     # HF's GPT-2 default token ids (50256) are outside a smaller vocabulary, where HF warns.
     special = 50256 if c.vocab_size > 50256 else None
     if arch == GPT2:
@@ -188,3 +180,89 @@ def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
         "mlp_bias": c.use_bias, "tie_word_embeddings": c.tie_embeddings,
         "torch_dtype": c.param_dtype,
     }
+
+
+# --- weight tables ---
+
+
+def gpt2_tensors(c: DecoderConfig) -> list[Tensor]:
+    D, V, P, I, H, hd = c.d_model, c.vocab_size, c.max_seq_len, c.ffn_dim, c.num_heads, c.head_size
+    rows = [
+        vocab_table("transformer.wte.weight", V, D, ("embed", "embedding"), c.padded_vocab_size),
+        reshaped("transformer.wpe.weight", (P, D), ("position_embedding", "embedding"), (P, D)),
+        reshaped("transformer.ln_f.weight", (D,), ("final_norm", "scale"), (D,)),
+        reshaped("transformer.ln_f.bias", (D,), ("final_norm", "bias"), (D,)),
+    ]
+    for i in range(c.num_layers):
+        hf, ours = f"transformer.h.{i}.", ("layers", i)
+        attn, ffn = ours + ("attention",), ours + ("feed_forward",)
+        rows += [
+            reshaped(hf + "ln_1.weight", (D,), ours + ("attention_norm", "scale"), (D,)),
+            reshaped(hf + "ln_1.bias", (D,), ours + ("attention_norm", "bias"), (D,)),
+            fused_qkv(hf + "attn.c_attn.weight", (D, 3 * D), attn, "kernel", H, hd),
+            fused_qkv(hf + "attn.c_attn.bias", (3 * D,), attn, "bias", H, hd),
+            reshaped(hf + "attn.c_proj.weight", (D, D), attn + ("out", "kernel"), (H, hd, D)),
+            reshaped(hf + "attn.c_proj.bias", (D,), attn + ("out", "bias"), (D,)),
+            reshaped(hf + "ln_2.weight", (D,), ours + ("feed_forward_norm", "scale"), (D,)),
+            reshaped(hf + "ln_2.bias", (D,), ours + ("feed_forward_norm", "bias"), (D,)),
+            reshaped(hf + "mlp.c_fc.weight", (D, I), ffn + ("up", "kernel"), (D, I)),
+            reshaped(hf + "mlp.c_fc.bias", (I,), ffn + ("up", "bias"), (I,)),
+            reshaped(hf + "mlp.c_proj.weight", (I, D), ffn + ("down", "kernel"), (I, D)),
+            reshaped(hf + "mlp.c_proj.bias", (D,), ffn + ("down", "bias"), (D,)),
+        ]
+    if not c.tie_embeddings:
+        rows.append(vocab_table("lm_head.weight", V, D, ("lm_head", "kernel"), c.padded_vocab_size,
+                                transpose=True))
+    return rows
+
+
+def llama_tensors(c: DecoderConfig) -> list[Tensor]:
+    D, V, I = c.d_model, c.vocab_size, c.ffn_dim
+    H, KV, hd = c.num_heads, c.kv_heads, c.head_size
+    rows = [
+        vocab_table("model.embed_tokens.weight", V, D, ("embed", "embedding"), c.padded_vocab_size),
+        reshaped("model.norm.weight", (D,), ("final_norm", "scale"), (D,)),
+    ]
+    for i in range(c.num_layers):
+        hf, ours = f"model.layers.{i}.", ("layers", i)
+        attn, ffn = ours + ("attention",), ours + ("feed_forward",)
+        # (HF projection, jaxformer module, HF weight [out, in], our kernel [in, out], our bias)
+        projections = [
+            ("self_attn.q_proj", attn + ("query",), (H * hd, D), (D, H, hd), (H, hd)),
+            ("self_attn.k_proj", attn + ("key",), (KV * hd, D), (D, KV, hd), (KV, hd)),
+            ("self_attn.v_proj", attn + ("value",), (KV * hd, D), (D, KV, hd), (KV, hd)),
+            ("self_attn.o_proj", attn + ("out",), (D, H * hd), (H, hd, D), (D,)),
+            ("mlp.gate_proj", ffn + ("gate",), (I, D), (D, I), (I,)),  # the activated branch
+            ("mlp.up_proj", ffn + ("up",), (I, D), (D, I), (I,)),
+            ("mlp.down_proj", ffn + ("down",), (D, I), (I, D), (D,)),
+        ]
+        rows += [
+            reshaped(hf + "input_layernorm.weight", (D,), ours + ("attention_norm", "scale"), (D,)),
+            reshaped(hf + "post_attention_layernorm.weight", (D,), ours + ("feed_forward_norm", "scale"), (D,)),
+        ]
+        for name, path, hf_shape, kernel_shape, bias_shape in projections:
+            rows.append(reshaped(hf + name + ".weight", hf_shape, path + ("kernel",), kernel_shape,
+                                 transpose=True))
+            if c.use_bias:  # attention_bias = mlp_bias = True
+                rows.append(reshaped(hf + name + ".bias", hf_shape[:1], path + ("bias",), bias_shape))
+    if not c.tie_embeddings:
+        rows.append(vocab_table("lm_head.weight", V, D, ("lm_head", "kernel"), c.padded_vocab_size,
+                                transpose=True))
+    return rows
+
+
+# Non-parameter buffers that some HF versions saved next to the weights: the causal-mask buffers of
+# old GPT-2 checkpoints and Llama's precomputed RoPE frequencies. Safe to skip.
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+
+def tensors(arch: str, config: DecoderConfig) -> list[Tensor]:
+    return gpt2_tensors(config) if arch == GPT2 else llama_tensors(config)
+
+
+CONVERTER = register_converter(Converter(
+    family="decoder", architectures=SUPPORTED, model_types=MODEL_TYPES,
+    config_from_hf=config_from_hf, export_architecture=export_architecture,
+    config_to_hf=config_to_hf, tensors=tensors,
+    # Older checkpoints were saved from the bare GPT2Model / LlamaModel, without these prefixes.
+    base_prefix={GPT2: "transformer.", LLAMA: "model."}, ignored_suffixes=IGNORED_SUFFIXES))

@@ -1,4 +1,4 @@
-"""Masked token-level cross-entropy, computed in float32."""
+"""Losses tasks share: masked token-level cross-entropy, computed in float32."""
 
 import jax
 import jax.numpy as jnp

@@ -1,0 +1,32 @@
+"""The built-in model families, registered with `jaxformer.models.registry` on import."""
+
+from jaxformer.models import costs
+from jaxformer.models.config import DecoderConfig
+from jaxformer.models.decoder import DecoderLM
+from jaxformer.models.registry import Family, register_family
+
+
+def decoder_sizes(c: DecoderConfig) -> list[tuple[str, str, int, str]]:
+    """Rows (symbol, field, value, note) for `jaxformer info`'s sizes table."""
+    heads = f"{c.kv_heads} key/value heads, head dim {c.head_size}"
+    ffn = c.activation + (" (gated: 3 matrices)" if c.activation.endswith("glu") else "")
+    position = c.position + (f", theta {c.rope_theta:g}" if c.position == "rope" else "")
+    if c.position == "rope" and c.rope_scaling is not None:
+        position += f", scaled x{c.rope_scaling.factor:g} (Llama 3.1)"
+    vocab = (f"table padded to {c.padded_vocab_size:,} rows"
+             if c.padded_vocab_size != c.vocab_size else "")
+    return [
+        ("V", "vocab_size", c.vocab_size, vocab),
+        ("D", "d_model", c.d_model, ""),
+        ("T", "max_seq_len", c.max_seq_len, f"positions: {position}"),
+        ("H", "num_heads", c.num_heads, heads),
+        ("I", "mlp_dim", c.ffn_dim, ffn),
+        ("L", "num_layers", c.num_layers, f"{c.norm_position}-{c.norm}"),
+    ]
+
+
+DECODER = register_family(Family(
+    name="decoder", config_class=DecoderConfig, model_class=DecoderLM, default_task="causal_lm",
+    description="decoder-only language model (GPT-2, Llama)",
+    param_counts=costs.decoder_param_counts, flops_parts=costs.decoder_flops_parts,
+    sizes=decoder_sizes))

@@ -1,0 +1,11 @@
+"""Tasks: what a run trains a model to do (its data, loss, evaluation and end-of-run report).
+
+    from jaxformer.tasks import Task, TaskConfig, register_task, get_task
+"""
+
+from jaxformer.tasks import causal_lm  # noqa: F401  (registers the built-in tasks)
+from jaxformer.tasks.base import Metric, Task, TaskConfig, mean, perplexity
+from jaxformer.tasks.registry import get_task, make_task, register_task, task_names
+
+__all__ = ["Metric", "Task", "TaskConfig", "get_task", "make_task", "mean", "perplexity",
+           "register_task", "task_names"]
