@@ -50,6 +50,9 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     compiled program was dispatched) and "total_s" (prefill + decode, no compile).
     """
     config = model.config
+    if not hasattr(model, "init_cache"):
+        raise UserError(f"{type(model).__name__} ({config.family} family) has no decoding cache: "
+                        f"it does not generate text")
     check_request(prompts, settings.max_new_tokens, vocab_size=config.vocab_size,
                   max_seq_len=config.max_seq_len)
     if settings.top_k is not None and settings.top_k > config.vocab_size:
