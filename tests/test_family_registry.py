@@ -7,6 +7,7 @@ a sequence of random tokens contains token 3 (learnable from the mean-pooled enc
 
 import dataclasses
 import json
+from pathlib import Path
 
 import grain
 import jax
@@ -183,3 +184,19 @@ def test_unknown_family_and_task_list_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown config key model.num_label\b.*num_labels"):
         config_from_dict({"model": {"family": "toy_encoder", "num_label": 3}})
     assert get_family("decoder").default_task == "causal_lm"
+
+
+def test_the_readme_example_family_trains(tmp_path):
+    """The README's "Adding a family and a task" example, run as written, then trained."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Adding a family and a task"):]
+    code = section[section.index("```python") + len("```python"):]
+    exec(code[:code.index("```")], {})
+    run_dir = tmp_path / "bag"
+    result = train(config_from_dict({
+        "model": {"family": "bag"},
+        "train": {"batch_size": 32, "seq_len": 8, "steps": 30, "log_every": 10, "eval_batches": 0,
+                  "checkpoint_every": 30, "progress": False, "run_dir": str(run_dir)},
+        "optimizer": {"lr": 1e-2, "warmup_steps": 1, "decay_steps": 100}}))
+    losses = logged(run_dir, "train", "loss")
+    assert result.step == 30 and losses[30] < losses[10], losses
