@@ -10,7 +10,8 @@ from jaxformer.errors import ConfigError
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.costs import count_params
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Inside the package, so an installed wheel has them (in a checkout it links to configs/).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 __all__ = ["CONFIG_DIR", "count_params", "find_config", "load_model_config", "preset_names"]
 

@@ -1,14 +1,14 @@
-"""Where the tests find the repository and the Tiny Shakespeare copy (`../shared` beside the
-checkout, or $JAXFORMER_DATA_DIR), and the environment for running `jaxformer` in a subprocess."""
+"""Where the tests find the repository, and the environment for running `jaxformer` in a
+subprocess: the checkout importable, on the CPU, offline (tests/offline/sitecustomize.py)."""
 
 import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(os.environ.get("JAXFORMER_DATA_DIR",
-                                  REPO.parent / "shared" / "data" / "tinyshakespeare")) / "input.txt"
+OFFLINE = Path(__file__).resolve().parent / "offline"
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """This process's environment on the CPU, with the checkout importable."""
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO), **extra}
+    """This process's environment on the CPU, with the checkout importable and no network."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{REPO}{os.pathsep}{OFFLINE}",
+            **extra}

@@ -5,10 +5,7 @@ import pytest
 
 from jaxformer.cli import main
 
-from locations import SHAKESPEARE
 
-
-@pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
 def test_generate_from_a_run_directory(tmp_path, capsys):
     from jaxformer.config import load_config
     from jaxformer.generate import generate
@@ -16,7 +13,7 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
 
     run_dir = tmp_path / "run"
     train(load_config("shakespeare_char_cpu", [
-        f"data.corpus={SHAKESPEARE}", f"train.run_dir={run_dir}", "model.d_model=32",
+        "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=32",
         "model.num_layers=1", "model.num_heads=2", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_batches=1",
         "train.log_every=1", "train.checkpoint_every=2", "train.progress=false",

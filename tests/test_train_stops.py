@@ -15,11 +15,9 @@ from jaxformer.config import load_config
 from jaxformer.errors import ConfigError
 from jaxformer.train import NonFiniteLossError, load_run, train
 
-from locations import SHAKESPEARE, subprocess_env
+from locations import subprocess_env
 
-pytestmark = pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
-
-TINY = [f"data.corpus={SHAKESPEARE}", "model.d_model=32", "model.num_layers=2", "model.num_heads=2",
+TINY = ["data.corpus=tinyshakespeare", "model.d_model=32", "model.num_layers=2", "model.num_heads=2",
         "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8", "train.eval_batches=0",
         "train.log_every=5", "train.checkpoint_every=5", "train.progress=false",
         "train.sample_tokens=0"]
