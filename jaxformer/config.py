@@ -22,7 +22,7 @@ from jaxformer.data import DataConfig
 from jaxformer.errors import ConfigError
 from jaxformer.models.config import DecoderConfig
 from jaxformer.parallel.config import MeshConfig
-from jaxformer.presets import checked_merge, find_config
+from jaxformer.presets import checked_merge, find_config, read_yaml
 
 __all__ = ["Config", "OptimizerConfig", "TrainLoopConfig", "load_config", "save_config",
            "with_vocab_size"]
@@ -114,11 +114,7 @@ def load_config(path_or_preset: str | Path | None = None, overrides: list[str] =
     """The defaults, then the YAML file or preset (if given), then `key=value` overrides."""
     sources = []
     if path_or_preset is not None:
-        path = find_config(path_or_preset)
-        try:
-            sources.append(OmegaConf.load(path))
-        except Exception as e:  # a YAML syntax error: one line that says where
-            raise ConfigError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+        sources.append(read_yaml(find_config(path_or_preset)))
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value "

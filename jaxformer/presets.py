@@ -35,6 +35,22 @@ def find_config(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"no preset named {name_or_path!r} in {CONFIG_DIR}.{hint}")
 
 
+def read_yaml(path: Path) -> DictConfig:
+    """A YAML config file as a mapping; ConfigError (one line) when it does not parse, is empty,
+    or its top level is not a mapping of sections."""
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # a YAML syntax error, or a lone scalar: one line that says where
+        raise ConfigError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, data:, "
+                          f"optimizer:, mesh:, train:), not a {type(loaded).__name__[:-6].lower()}")
+    if not loaded:
+        raise ConfigError(f"{path} is empty: give at least one section (e.g. model:), or name a "
+                          f"preset ({', '.join(preset_names()[:3])}, ...)")
+    return loaded
+
+
 def checked_merge(schema, *sources, prefix: str = ""):
     """Merge dicts / OmegaConf configs onto the dataclass `schema` (a class or an instance) and
     build it. An unknown key or a value of the wrong type raises `ConfigError` naming the key
@@ -75,7 +91,7 @@ def model_config_from_dict(values: dict) -> DecoderConfig:
 
 def load_model_config(name_or_path: str | Path, **overrides) -> DecoderConfig:
     """The `model:` section of a preset or YAML file, with keyword overrides."""
-    raw = OmegaConf.to_container(OmegaConf.load(find_config(name_or_path)), resolve=True)
+    raw = OmegaConf.to_container(read_yaml(find_config(name_or_path)), resolve=True)
     if "model" not in raw:
         raise ConfigError(f"{name_or_path}: no 'model:' section")
     return model_config_from_dict({**raw["model"], **overrides})
