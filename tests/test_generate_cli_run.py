@@ -36,3 +36,21 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
     from jaxformer.generate import generate_past_context
     expected = generate_past_context(model, tokenizer.encode("ROMEO:"), 60, temperature=0.0)
     assert capsys.readouterr().out == "ROMEO:" + tokenizer.decode(expected) + "\n"
+    # Errors about the flags name the flags.
+    for flags, named in ((["--max-new-tokens", "0"], "argument --max-new-tokens: must be a positive"),
+                         (["--top-k", "0"], "argument --top-k: must be a positive integer"),
+                         (["--top-p", "1.5"], "argument --top-p: must be in (0, 1]")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["generate", str(run_dir), "--prompt", "ROMEO:", *flags])
+        assert exit_info.value.code == 2 and named in capsys.readouterr().err
+
+    # Sampling reads the parameters only and writes nothing: with an optimizer setting whose
+    # state has another structure (training could not resume with it), the parameters still load.
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("grad_clip: 1.0", "grad_clip: 0.0"))
+    assert "grad_clip: 0.0" in config.read_text()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                 "--max-new-tokens", "16"]) == 0
+    assert capsys.readouterr().out == text
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

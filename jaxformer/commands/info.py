@@ -1,8 +1,9 @@
 """`jaxformer info CONFIG`: what a model is and what it costs, without building it.
 
 Parameters are counted from abstract shapes (nothing is allocated, so Llama 3.1 8B works on a
-laptop); training FLOPs per token follow PaLM appendix B: 6N + 12 * layers * d_model * T, with N
-the parameters less position tables and T the sequence length.
+laptop); training FLOPs per token follow PaLM appendix B: 6N + 12 L D T, with N the parameters
+less position tables, L the layers, D d_model and T the sequence length. Each symbol means one
+thing: N is never the layer count.
 """
 
 import argparse
@@ -118,10 +119,10 @@ def size_table(config: DecoderConfig) -> Table:
     for symbol, name, value, note in [
         ("V", "vocab_size", c.vocab_size, ""),
         ("D", "d_model", c.d_model, ""),
-        ("L", "max_seq_len", c.max_seq_len, f"positions: {position}"),
+        ("C", "max_seq_len", c.max_seq_len, f"context; positions: {position}"),
         ("H", "num_heads", c.num_heads, heads),
         ("I", "mlp_dim", c.ffn_dim, ffn),
-        ("N", "num_layers", c.num_layers, f"{c.norm_position}-{c.norm}"),
+        ("L", "num_layers", c.num_layers, f"{c.norm_position}-{c.norm}"),
     ]:
         table.add_row(symbol, name, f"{value:,}", note)
     return table
@@ -136,7 +137,7 @@ def flops_table(config: DecoderConfig, seq_len: int, tokens: float) -> Table:
     dense, attention = flops_per_token_parts(config, seq_len)
     per_token = dense + attention
     table.add_row("6N (weight matmuls, forward + backward)", f"{dense:,}", f"{dense:.3g}")
-    table.add_row("12 x layers x d_model x T (attention)", f"{attention:,}", f"{attention:.3g}")
+    table.add_row("12 L D T (attention)", f"{attention:,}", f"{attention:.3g}")
     table.add_row("total per token", f"{int(per_token):,}", f"{per_token:.3g}")
     table.add_row(f"a run of {human(tokens)} tokens", "", f"{per_token * tokens:.3g} FLOPs")
     return table
