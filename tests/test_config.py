@@ -5,6 +5,7 @@ import pytest
 from jaxformer.config import Config, load_config, save_config, with_vocab_size
 from jaxformer.errors import ConfigError
 from jaxformer.models.costs import count_params
+from jaxformer.presets import load_model_config
 
 
 def test_cpu_preset_is_nanogpts_baby_model():
@@ -84,3 +85,18 @@ def test_saved_config_loads_back_equal(tmp_path):
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert isinstance(load_config(None), Config)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("- model\n- train\n", "the top level must be a mapping of sections"),
+    ("", "is empty"),
+    ("# nothing but a comment\n", "is empty"),
+])
+def test_yaml_that_is_not_a_mapping_of_sections_is_a_clear_error(tmp_path, text, named):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=named) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=named):
+        load_model_config(path)

@@ -1,6 +1,8 @@
 """A rerun that cannot continue a run directory stops before any work and leaves it byte for byte
-as it was; a save that fails stops the run at once, keeping the last good checkpoint."""
+as it was; a run directory that cannot be written is a one-line error; a save that fails stops
+the run at once, keeping the last good checkpoint."""
 
+import contextlib
 import os
 import resource
 import shutil
@@ -79,43 +81,48 @@ def test_empty_run_config_is_blamed_on_the_file(finished_run, tmp_path):
     assert "is empty" in done.stderr and "checkpoint" not in done.stderr
 
 
-class Unwritable:
-    """Makes a directory unwritable for a running process, by whatever this machine allows: file
-    permissions (not for root), the immutable attribute (root), or else a file size limit on
-    the process (a full disk, as far as it can tell)."""
-
-    def __init__(self, directory: Path, pid: int):
-        self.directory, self.pid, self.undo = directory, pid, None
-
-    def _blocked(self) -> bool:
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """Makes `directory` read-only while the block runs, by file permissions (not for root) or
+    the immutable attribute (root, given the capability). Yields whether that worked."""
+    def blocked() -> bool:
         try:
-            (self.directory / ".probe").write_bytes(b"")
+            (directory / ".probe").write_bytes(b"")
         except OSError:
             return True
-        (self.directory / ".probe").unlink()
+        (directory / ".probe").unlink()
         return False
 
-    def __enter__(self):
-        os.chmod(self.directory, 0o555)
-        self.undo = lambda: os.chmod(self.directory, 0o755)
-        if self._blocked():
-            self.how = "read-only"
-            return self
-        self.undo()
-        if subprocess.run(["chattr", "+i", str(self.directory)], capture_output=True).returncode == 0:
-            self.undo = lambda: subprocess.run(["chattr", "-i", str(self.directory)], check=True)
-            if self._blocked():
-                self.how = "read-only"
-                return self
-            self.undo()
-        # No way to make it read-only here: let the process write no file past 64 KiB.
-        resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
-        self.undo, self.how = None, "full"
-        return self
+    os.chmod(directory, 0o555)
+    try:
+        if blocked():
+            yield True
+            return
+    finally:
+        os.chmod(directory, 0o755)
+    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0:
+        try:
+            if blocked():
+                yield True
+                return
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    yield False
 
-    def __exit__(self, *exc):
-        if self.undo is not None:
-            self.undo()
+
+def test_read_only_run_directory_is_a_one_line_error(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with read_only(run_dir) as done:
+        if not done:  # root without the immutable attribute: a directory nobody may write in
+            run_dir = Path("/sys/jaxformer-run")
+        result = subprocess.run(command(run_dir, "train.steps=5"), env=subprocess_env(),
+                                capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"jaxformer train: error: cannot write to the run directory {run_dir} (")
+    assert lines[0].endswith("make it writable, or choose another train.run_dir")
 
 
 def test_failed_save_stops_the_run_at_once_and_keeps_the_last_checkpoint(tmp_path):
@@ -129,7 +136,9 @@ def test_failed_save_stops_the_run_at_once_and_keeps_the_last_checkpoint(tmp_pat
         assert process.poll() is None, process.stderr.read()[-2000:]
         assert time.monotonic() < deadline, "no checkpoint 5 in time"
         time.sleep(0.05)
-    with Unwritable(checkpoints, process.pid):
+    with read_only(checkpoints) as done:
+        if not done:  # no way to make it read-only here: a full disk, as far as it can tell
+            resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
         committed = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
         try:
             stdout, stderr = process.communicate(timeout=120)  # not the 300 s orbax would wait

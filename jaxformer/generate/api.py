@@ -19,8 +19,9 @@ Seed = int | Sequence[int]
 
 
 def row_keys(seed: Seed, batch: int) -> jax.Array:
-    """[batch] keys: row i gets `jax.random.key(seed[i])` for a list of seeds, and
-    `jax.random.key(seed + i)` for one int seed (as if seed=[seed, seed + 1, ...] were given)."""
+    """[batch] keys: row i's is `jax.random.key(seed[i])` for a list of seeds, and
+    `jax.random.key(seed + i)` for one int seed (as if seed=[seed, seed + 1, ...] were given).
+    Seeds are taken modulo 2**32."""
     if isinstance(seed, numbers.Integral):
         seeds = [int(seed) + i for i in range(batch)]
     else:
@@ -28,7 +29,10 @@ def row_keys(seed: Seed, batch: int) -> jax.Array:
         if len(seeds) != batch or not all(isinstance(s, numbers.Integral) for s in seeds):
             raise UserError(f"seed must be an int or a list of {batch} ints (one per prompt), "
                             f"got {seed!r}")
-    return jnp.stack([jax.random.key(int(s)) for s in seeds])
+    return _keys(np.asarray([int(s) % 2**32 for s in seeds], np.uint32))
+
+
+_keys = jax.jit(jax.vmap(jax.random.key))  # one dispatch for the whole batch
 
 
 def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=None,
