@@ -91,7 +91,7 @@ def parameter_table(counts: ParamCounts, config) -> Table:
     table.columns[0].justify = "left"
     total = counts.total
     rows = [("total", total, human(total)),
-            ("without position tables (N in 6N)", counts.non_positional,
+            ("without position tables (N)", counts.non_positional,
              human(counts.non_positional))]
     if any(name in counts.groups for name in EMBEDDING_PARTS):
         tied = getattr(config, "tie_embeddings", None)

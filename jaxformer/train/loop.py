@@ -69,12 +69,29 @@ def prepare_run(config: Config, run: RunDir, say):
     return config, task
 
 
-def next_batch(iterator, accum: int) -> dict:
-    """One step's host batch: a batch, or `accum` of them stacked on a new leading axis."""
-    if accum == 1:
-        return next(iterator)
-    batches = [next(iterator) for _ in range(accum)]
+def _stack(batches: list[dict]) -> dict:
     return {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+
+
+def next_batch(iterator, accum: int, steps: int | None = None) -> dict:
+    """One call's host batch: a batch, or `accum` of them stacked on a new leading axis (gradient
+    accumulation); with `steps` (train.steps_per_call > 1), that many steps' batches stacked on a
+    further leading axis."""
+    def one_step():
+        return next(iterator) if accum == 1 else _stack([next(iterator) for _ in range(accum)])
+
+    return one_step() if steps is None else _stack([one_step() for _ in range(steps)])
+
+
+def steps_in_call(step: int, t) -> int:
+    """How many steps the next call runs after `step`: up to `train.steps_per_call`, stopping at
+    the next step that logs, evaluates, checkpoints or ends the run (the loop acts between
+    calls)."""
+    boundary = step + 1
+    while not (boundary % t.log_every == 0 or boundary % t.eval_every == 0
+               or boundary % t.checkpoint_every == 0 or boundary >= t.steps):
+        boundary += 1
+    return min(t.steps_per_call, boundary - step)
 
 
 def check_batch(batch: dict, spec: dict, rows: int) -> None:
@@ -120,7 +137,8 @@ class Window:
     """Host-side sums of the metrics since the last log line."""
 
     def __init__(self):
-        self.pending: list[tuple[int, dict]] = []  # (optimizer step, device metrics)
+        # (first optimizer step, steps in the call or None for one unstacked step, device metrics)
+        self.pending: list[tuple[int, int | None, dict]] = []
         self.reset()
 
     def reset(self):
@@ -130,9 +148,15 @@ class Window:
         """Bring pending metrics to the host; a non-finite loss stops the run."""
         if not self.pending:
             return
-        steps, metrics = zip(*self.pending)
-        self.pending = []
-        for step, m in zip(steps, jax.device_get(list(metrics))):
+        pending, self.pending = self.pending, []
+        fetched = jax.device_get([metrics for _, _, metrics in pending])
+        per_step = []
+        for (first, count, _), metrics in zip(pending, fetched):
+            if count is None:
+                per_step.append((first, metrics))
+            else:  # stacked [count]: one entry per step
+                per_step += [(first + i, {k: v[i] for k, v in metrics.items()}) for i in range(count)]
+        for step, m in per_step:
             loss = float(m["loss"])
             if not math.isfinite(loss):
                 kept = (f"the last good checkpoint is step {checkpoint_step} in {checkpoint_dir}"
@@ -216,22 +240,28 @@ def train(config: Config) -> TrainResult:
     try:
         with StopSignals() as signals:
             throughput.reset()
-            for step in range(start + 1, t.steps + 1):
-                host_batch = next_batch(train_iterator, accum)
-                if step == start + 1:
-                    check_batch(host_batch if accum == 1 else {k: v[0] for k, v in host_batch.items()},
+            step, multi = start, t.steps_per_call > 1
+            while step < t.steps:
+                count = steps_in_call(step, t)
+                host_batch = next_batch(train_iterator, accum, count if multi else None)
+                leading = int(multi) + int(accum > 1)  # axes before the batch rows
+                if step == start:
+                    check_batch(jax.tree.map(lambda x: x[(0,) * leading], host_batch),
                                 task.batch_spec(t.batch_size), t.batch_size // jax.process_count())
-                state, metrics = train_step(state, plan.place(host_batch, leading_axes=accum > 1))
-                window.pending.append((step, metrics))
-                if step == start + 1:  # the first step compiles: keep it out of tokens/s
+                state, metrics = train_step(state, plan.place(host_batch, leading_axes=leading))
+                window.pending.append((step + 1, count if multi else None, metrics))
+                if step == start:  # the first call compiles: keep it out of tokens/s
                     jax.block_until_ready(metrics)
                     throughput.reset()
                 else:
-                    throughput.add(tokens_per_step)
-                if bar is not None:
-                    bar.update(1)
+                    throughput.add(tokens_per_step * count)
+                stop = None
+                for _ in range(count):
+                    step += 1
+                    if bar is not None:
+                        bar.update(1)
+                    stop = signals.check(step, checkpointer) or stop  # every process, every step
                 checkpointer.poll()  # a failed background save stops the run now
-                stop = signals.check(step, checkpointer)
                 final = step == t.steps
                 if step % t.log_every == 0 or final:
                     window.fetch(last_saved, run.checkpoints, config.optimizer.lr)
