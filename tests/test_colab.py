@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from locations import REPO, SHAKESPEARE, subprocess_env
+from waiting import SAFETY_TIMEOUT_S
 
 NOTEBOOK = REPO / "colab" / "quickstart.ipynb"
 
@@ -29,7 +30,7 @@ def run_shell(line: str, cwd: Path) -> None:
     args = [a.replace("train.steps=500", "train.steps=30") for a in args]
     env = subprocess_env(JAXFORMER_DATA_DIR=str(SHAKESPEARE.parent))
     done = subprocess.run([sys.executable, "-m", "jaxformer", *args[1:]], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
 
 
