@@ -10,7 +10,8 @@ from flax import nnx
 
 from jaxformer.errors import UserError
 from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decode_fn, token_sink
-from jaxformer.generate.prompts import bucket_length, check_request, pad_prompts
+from jaxformer.generate.prompts import bucket_length, pad_prompts
+from jaxformer.generate.steps import steps_for
 
 TokenCallback = Callable[[int, np.ndarray, np.ndarray], None]
 
@@ -50,8 +51,7 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     compiled program was dispatched) and "total_s" (prefill + decode, no compile).
     """
     config = model.config
-    check_request(prompts, settings.max_new_tokens, vocab_size=config.vocab_size,
-                  max_seq_len=config.max_seq_len)
+    steps_for(model).check_request(prompts, settings.max_new_tokens, config)
     if settings.top_k is not None and settings.top_k > config.vocab_size:
         settings = dataclasses.replace(settings, top_k=None)  # keeps everything
     if on_tokens is not None and not settings.stream:
@@ -83,7 +83,8 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: int = 0, stop_tokens: list[int] | None = None,
              on_tokens: TokenCallback | None = None, timings: dict | None = None) -> list[list[int]]:
-    """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens.
+    """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens. For an
+    encoder-decoder the prompts are the encoder's inputs and the new tokens are the decoder's.
 
     temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) are applied in that
     order and a token is drawn. The same seed gives the same tokens. A row that produces one of
