@@ -17,7 +17,6 @@ def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
     c = config
     state = param_shapes(c.replace(encoder_layers=1, decoder_layers=1))
     groups = dict.fromkeys(GROUPS, 0)
-    per_layer = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         keys = _path_keys(path)
         size = _size(leaf)
@@ -25,7 +24,6 @@ def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
             sublayer = next(k for k in keys[2:] if not k.isdigit())
             group = (f"{keys[0]}_{sublayer}" if sublayer in ("attention", "cross_attention",
                                                              "feed_forward") else "norms")
-            per_layer += size
             size *= c.encoder_layers if keys[0] == "encoder" else c.decoder_layers
         elif keys[0] in ("encoder", "decoder"):
             group = ("positions" if keys[1] in ("position_embedding", "relative_bias")
@@ -36,7 +34,8 @@ def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
             group = {"embed": "token_embedding", "lm_head": "lm_head"}[keys[0]]
             size = size // c.padded_vocab_size * c.vocab_size
         groups[group] += size
-    return ParamCounts(groups, num_layers=c.encoder_layers + c.decoder_layers, per_layer=per_layer)
+    # per_layer stays 0: an encoder layer and a decoder layer differ.
+    return ParamCounts(groups, num_layers=c.encoder_layers + c.decoder_layers)
 
 
 def encoder_decoder_flops_parts(config: EncoderDecoderConfig, seq_len: int | None = None
