@@ -45,6 +45,7 @@ class T5Tokenizer(Tokenizer):
         self.extra_ids = extra_ids
         self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
         self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else None
+        self.unk_id = self.sp.unk_id()
 
     @classmethod
     def from_dir(cls, directory: Path) -> "T5Tokenizer":
@@ -74,10 +75,11 @@ class T5Tokenizer(Tokenizer):
         return [self.piece(i) for i in _ids(ids)]
 
     def decode(self, ids) -> str:
-        """Text without pad and </s>; sentinels shown as <extra_id_N>."""
+        """Text without pad, </s> and <unk> (as HF's decode(skip_special_tokens=True));
+        sentinels shown as <extra_id_N>."""
         out, run = [], []
         for i in _ids(ids):
-            if i in (self.pad_id, self.eos_id):
+            if i in (self.pad_id, self.eos_id, self.unk_id):
                 continue
             if i >= self.sp.get_piece_size():
                 out.append(self.sp.decode(run))
