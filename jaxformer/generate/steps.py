@@ -21,9 +21,10 @@ from jaxformer.generate.prompts import cache_length, check_request
 
 
 class DecoderOnlySteps:
-    def check_request(self, prompts: list[list[int]], max_new_tokens: int, config) -> None:
+    def check_request(self, prompts: list[list[int]], max_new_tokens: int, config, *,
+                      cli: bool = False) -> None:
         check_request(prompts, max_new_tokens, vocab_size=config.vocab_size,
-                      max_seq_len=config.max_seq_len)
+                      max_seq_len=config.max_seq_len, cli=cli)
 
     def cache_length(self, bucket: int, max_new_tokens: int, config) -> int:
         return cache_length(bucket, max_new_tokens, config.max_seq_len)
@@ -46,14 +47,17 @@ class DecoderOnlySteps:
 
 
 class EncoderDecoderSteps:
-    def check_request(self, prompts: list[list[int]], max_new_tokens: int, config) -> None:
+    def check_request(self, prompts: list[list[int]], max_new_tokens: int, config, *,
+                      cli: bool = False) -> None:
+        """As `prompts.check_request`, flags named as the CLI's when `cli`."""
+        new = "--max-new-tokens" if cli else "max_new_tokens"
         if not prompts:
             raise UserError("no prompts given: pass at least one source")
         if max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+            raise UserError(f"{new} must be at least 1, got {max_new_tokens}")
         if max_new_tokens > config.max_seq_len:
             raise UserError(f"{max_new_tokens} new tokens were asked for, more than the decoder's "
-                            f"{config.max_seq_len} positions: lower --max-new-tokens")
+                            f"{config.max_seq_len} positions: lower {new}")
         if not 0 <= config.decoder_start_token_id < config.vocab_size:
             raise UserError(f"the model's decoder_start_token_id {config.decoder_start_token_id} "
                             f"is outside its vocabulary [0, {config.vocab_size})")
