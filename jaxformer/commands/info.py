@@ -79,7 +79,11 @@ def share(part: int, whole: int) -> str:
 # How `info` labels the parts a family's counts are grouped into; other names print as they are.
 LABELS = {"token_embedding": "token embedding", "positions": "position table",
           "lm_head": "LM head", "attention": "attention (all layers)",
-          "feed_forward": "feed-forward (all layers)", "norms": "norms"}
+          "feed_forward": "feed-forward (all layers)", "norms": "norms",
+          "encoder_attention": "encoder self-attention", "encoder_feed_forward":
+          "encoder feed-forward", "decoder_attention": "decoder self-attention",
+          "decoder_cross_attention": "decoder cross-attention",
+          "decoder_feed_forward": "decoder feed-forward"}
 EMBEDDING_PARTS = ("token_embedding", "positions", "lm_head")
 
 

@@ -83,6 +83,7 @@ class Attention(nnx.Module):
         *,
         kv: jax.Array | None = None,
         kv_segment_ids: jax.Array | None = None,
+        bias: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | MemoryCache | None]:
         """x: [batch, time, embed]; positions, segment_ids: [batch, time] (segment 0 = padding).
 
@@ -94,6 +95,9 @@ class Attention(nnx.Module):
         (0 = padding; default: no padding). Queries attend to every real memory token (of the same
         segment, when both sides carry segment ids). With a `MemoryCache` and `kv`, the memory's
         keys and values are computed and stored; with the cache and no `kv`, they are read from it.
+
+        `bias` [batch or 1, heads, time, key_time] is added to the self-attention scores (T5's
+        relative position bias); with a KVCache its key axis is the cache's slots.
 
         Returns (output [batch, time, embed], the updated cache or None).
         """
@@ -118,9 +122,9 @@ class Attention(nnx.Module):
             q_index = positions
             k_index = jnp.broadcast_to(jnp.arange(k_segment_ids.shape[1]), k_segment_ids.shape)
 
-        bias = None
         if self.position == "alibi":
-            bias = alibi_bias(self.num_heads, q_index, k_index, self.causal)
+            alibi = alibi_bias(self.num_heads, q_index, k_index, self.causal)
+            bias = alibi if bias is None else bias + alibi
         # With nothing but a plain causal (or no) mask, let the kernel build it: that is the case
         # cuDNN's flash attention handles fastest.
         mask = None
@@ -184,5 +188,5 @@ class Attention(nnx.Module):
             y, cache = self(x, ctx.positions, ctx.segment_ids, cache, kv=ctx.memory,
                             kv_segment_ids=ctx.memory_segment_ids)
         else:
-            y, cache = self(x, ctx.positions, ctx.segment_ids, cache)
+            y, cache = self(x, ctx.positions, ctx.segment_ids, cache, bias=ctx.attention_bias)
         return y, cache, {}
