@@ -3,6 +3,9 @@
 from jaxformer.models import costs
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.decoder import DecoderLM
+from jaxformer.models import encoder_costs
+from jaxformer.models.encoder import Encoder
+from jaxformer.models.encoder_config import EncoderConfig
 from jaxformer.models.registry import Family, register_family
 
 
@@ -30,3 +33,10 @@ DECODER = register_family(Family(
     description="decoder-only language model (GPT-2, Llama)",
     param_counts=costs.decoder_param_counts, flops_parts=costs.decoder_flops_parts,
     sizes=decoder_sizes))
+
+
+ENCODER = register_family(Family(
+    name="encoder", config_class=EncoderConfig, model_class=Encoder, default_task="masked_lm",
+    description="bidirectional encoder with BERT's heads (masked LM, NSP, classification, QA)",
+    param_counts=encoder_costs.encoder_param_counts, flops_parts=encoder_costs.encoder_flops_parts,
+    sizes=encoder_costs.encoder_sizes))
