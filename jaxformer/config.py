@@ -73,6 +73,10 @@ class TrainLoopConfig:
     variable type ("Param", "LoRAParam", ...: every variable of that type or a subclass) or a
     glob pattern over parameter paths ("lm_head/*", "layers/1[01]/*": the `nnx.Param`s whose path
     matches). Everything else is frozen: no gradient, no optimizer state.
+
+    `init_from`: a run directory or HuggingFace model directory whose weights start a fresh run
+    (fine-tuning): parameters with the same path take its values, the rest keep their fresh init
+    (see `jaxformer.train.warm_start`). Ignored when the run resumes from its own checkpoint.
     """
 
     batch_size: int = 12
@@ -92,6 +96,7 @@ class TrainLoopConfig:
     sample_top_k: int | None = 200
     progress: bool = True  # the progress bar (process 0 only)
     trainable: list[str] = dataclasses.field(default_factory=lambda: ["Param"])
+    init_from: str | None = None
 
 
 @dataclasses.dataclass

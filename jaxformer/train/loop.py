@@ -212,6 +212,9 @@ def train(config: Config) -> TrainResult:
     if plan.mesh.size > 1:
         say(plan.describe())
     state, start = restore_or_create(config, checkpointer, train_iterator, say, plan)
+    if start == 0 and t.init_from:  # fine-tuning: a fresh run starts from another model's weights
+        from jaxformer.train.warm_start import warm_start
+        state = warm_start(state, t.init_from, say)
     graphdef = model_graphdef(config)
     # Bound to the plan: traced with its mesh and rules, so the model's sharding hints apply.
     train_step = plan.bind(make_train_step(graphdef, make_optimizer(config.optimizer), config,
