@@ -18,20 +18,16 @@ from jaxformer.errors import UserError
 
 def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None = None, *,
                  max_len: int) -> dict[str, np.ndarray]:
-    """tokens, token_types, segment_ids [n, longest] for `texts` (and their pair texts)."""
-    encoded = [tokenizer.encode_pair(a, None if pairs is None else pairs[i])
-               for i, a in enumerate(texts)]
-    longest = max(len(ids) for ids, _ in encoded)
-    if longest > max_len:
-        raise UserError(f"a text has {longest} tokens with [CLS] and [SEP], more than the model's "
-                        f"{max_len} positions: shorten it")
-    batch = {name: np.zeros((len(texts), longest), np.int32)
-             for name in ("tokens", "token_types", "segment_ids")}
-    for row, (ids, types) in enumerate(encoded):
-        batch["tokens"][row, :len(ids)] = ids
-        batch["token_types"][row, :len(ids)] = types
-        batch["segment_ids"][row, :len(ids)] = 1
-    return batch
+    """tokens, token_types, segment_ids [n, longest] for `texts` (and their pair texts); a text
+    (or pair) longer than the model's `max_len` positions is truncated longest-first."""
+    from jaxformer.data.sentence_pairs import format_pair
+
+    rows = [format_pair(tokenizer.encode(a), None if pairs is None else tokenizer.encode(pairs[i]),
+                        seq_len=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+                        pad_id=tokenizer.pad_id) for i, a in enumerate(texts)]
+    longest = max(int(row["segment_ids"].sum()) for row in rows)
+    return {name: np.stack([row[name][:longest] for row in rows])
+            for name in ("tokens", "token_types", "segment_ids")}
 
 
 def _require_head(model, heads: tuple[str, ...], what: str) -> None:
@@ -51,8 +47,10 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[st
     batch = encode_texts(tokenizer, [text], max_len=model.config.max_seq_len)
     positions = np.flatnonzero(batch["tokens"][0] == tokenizer.mask_id)
     if len(positions) == 0:
-        raise UserError(f"the text has no [MASK] token: write [MASK] where a word should be "
-                        f"predicted, e.g. \"to be or not to [MASK]\"")
+        where = ("" if "[MASK]" not in text else
+                 f" within the model's {model.config.max_seq_len} positions")
+        raise UserError(f"the text has no [MASK] token{where}: write [MASK] where a word should "
+                        f"be predicted, e.g. \"to be or not to [MASK]\"")
     logits = _run(model, batch).logits[0, positions]
     probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
     out = []

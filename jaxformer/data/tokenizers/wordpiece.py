@@ -153,6 +153,16 @@ class WordPieceTokenizer(Tokenizer):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
+    def encode_words(self, words: list[str]) -> tuple[list[int], list[int]]:
+        """Pieces of already split words, and the index of the word each piece belongs to."""
+        encoding = self._tok.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+        return encoding.ids, encoding.word_ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Pieces of `text` and each one's (start, end) character span in `text`."""
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def decode(self, ids) -> str:
         """Text with the continuation pieces joined; padding dropped, other special tokens kept."""
         ids = [int(i) for i in np.asarray(ids).ravel() if int(i) != self.pad_id]
