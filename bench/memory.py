@@ -34,6 +34,7 @@ from jaxformer.config import Config, TrainLoopConfig  # noqa: E402
 from jaxformer.parallel import (MeshConfig, abstract_state, batch_sharding, make_mesh,  # noqa: E402
                                 make_rules, sharding_context)
 from jaxformer.presets import load_model_config  # noqa: E402
+from jaxformer.tasks import make_task  # noqa: E402
 from jaxformer.train.optimizer import make_optimizer  # noqa: E402
 from jaxformer.train.state import init_train_state, model_graphdef  # noqa: E402
 from jaxformer.train.step import make_train_step  # noqa: E402
@@ -75,8 +76,8 @@ def measure(preset: str, remat: str, batch_per_device: int, mesh) -> Row:
     batch = {"tokens": tokens, "targets": tokens, "positions": tokens, "segment_ids": tokens,
              "loss_mask": jax.ShapeDtypeStruct((batch_size, seq_len), jax.numpy.float32, sharding=sharding)}
     shardings = jax.tree.map(lambda a: a.sharding, state)
-    step = make_train_step(model_graphdef(model), make_optimizer(config.optimizer), config,
-                           state_shardings=shardings)
+    step = make_train_step(model_graphdef(config), make_optimizer(config.optimizer), config,
+                           make_task(config), state_shardings=shardings)
     start = time.perf_counter()
     with sharding_context(mesh, rules):
         compiled = step.lower(state, batch).compile()
