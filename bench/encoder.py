@@ -21,21 +21,15 @@ variant actually runs). Prints the CPU model; run it under the CPU lock, on a qu
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine_line  # noqa: E402
 
 BATCH, SEQ, PREDICTIONS = 8, 128, 20
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def inputs(vocab: int):
@@ -133,8 +127,7 @@ def main() -> None:
 
     threads = os.cpu_count()
     torch.set_num_threads(threads)
-    print(f"CPU: {cpu_model()}, {threads} cores; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{machine_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = measured_cpu_peak()
     print(f"float32 matmul peak (XLA, 2048^3, measured): {peak / 1e9:.0f} GFLOP/s")
     steps = {"HF BertForMaskedLM (PyTorch)": hf_step(),

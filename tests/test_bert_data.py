@@ -10,15 +10,15 @@ import unicodedata
 import numpy as np
 import pytest
 
+from jaxformer.data import load_corpus
 from jaxformer.data.labelled import load_labelled, read_jsonl, split_examples
 from jaxformer.data.mlm_pipeline import mlm_examples
 from jaxformer.data.sentence_pairs import format_pair, truncate_longest_first
 from jaxformer.data.sentences import SPEECHES_PER_DOCUMENT, speeches, split_sentences
 from jaxformer.data.tokenizers.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
 from jaxformer.errors import UserError
-from locations import SHAKESPEARE
 
-TEXT = SHAKESPEARE.read_text()
+TEXT = load_corpus("tinyshakespeare").text
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +186,15 @@ def test_true_next_sentence_follows_in_its_document():
         tokens = example["tokens"][:int(example["segment_ids"].sum())]
         seps = np.flatnonzero(tokens == tok.sep_id)
         a, b = tokens[1:seps[0]].tolist(), tokens[seps[0] + 1:seps[1]].tolist()
-        # Find the document and sentence A ends with, and B starts with.
-        a_doc, a_last = next(v for k, v in sentences.items() if a[-len(k):] == list(k))
-        b_doc, b_first = next(v for k, v in sentences.items() if b[:len(k)] == list(k))
+        # A and B start at sentence starts; longest-first truncation may cut either's end.
+        starts_with = lambda seq: next(v for k, v in sentences.items()
+                                       if seq[:len(k)] == list(k) or list(k[:len(seq)]) == seq)
+        a_doc, a_last = starts_with(a)
+        taken = len(docs[a_doc][a_last])
+        while taken < len(a):  # the sentence A's last token belongs to
+            a_last += 1
+            taken += len(docs[a_doc][a_last])
+        b_doc, b_first = starts_with(b)
         if example["nsp_labels"] == 0:
             assert (b_doc, b_first) == (a_doc, a_last + 1)
         else:
@@ -203,24 +209,23 @@ def test_shakespeare_cut_into_documents_and_sentences():
     assert len(found) == sum(1 for b in blocks if b.strip().split("\n")[0].endswith(":")
                              and len(b.strip().split("\n")) > 1)
     assert found[0].speaker == "First Citizen" and found[0].text.startswith("Before we proceed")
-    from jaxformer.data import load_corpus
     from jaxformer.data.sentences import document_sentences
-    documents = document_sentences(load_corpus(str(SHAKESPEARE)))
+    documents = document_sentences(load_corpus("tinyshakespeare"))
     assert len(documents) == -(-len(found) // SPEECHES_PER_DOCUMENT)
     assert documents[0][:3] == ["Before we proceed any further, hear me speak.", "Speak, speak.",
                                 "You are all resolved rather to die than to famish?"]
 
 
 def test_derived_datasets_are_consistent():
-    speakers = load_labelled("tinyshakespeare-speakers", "classification", str(SHAKESPEARE))
+    speakers = load_labelled("tinyshakespeare-speakers", "classification", "tinyshakespeare")
     assert speakers.label_names[0] == "GLOUCESTER" and len(speakers.label_names) == 8
     assert {e["label"] for e in speakers.examples} == set(speakers.label_names)
-    qa = load_labelled("tinyshakespeare-who-said", "span_qa", str(SHAKESPEARE))
+    qa = load_labelled("tinyshakespeare-who-said", "span_qa", "tinyshakespeare")
     for e in qa.examples[:500]:
         assert e["context"][e["answer_start"]:].startswith(e["answer"] + ": ")
         assert e["question"] in e["context"]
     starts = load_labelled("tinyshakespeare-sentence-starts", "token_classification",
-                           str(SHAKESPEARE))
+                           "tinyshakespeare")
     first = starts.examples[0]
     assert first["words"][:9] == ["Before", "we", "proceed", "any", "further,", "hear", "me",
                                   "speak", "Speak,"]
@@ -239,4 +244,4 @@ def test_bad_labelled_files_are_named(tmp_path):
     with pytest.raises(UserError, match="label missing"):
         read_jsonl(bad, "classification")
     with pytest.raises(UserError, match="is a classification dataset"):
-        load_labelled("tinyshakespeare-speakers", "span_qa", str(SHAKESPEARE))
+        load_labelled("tinyshakespeare-speakers", "span_qa", "tinyshakespeare")

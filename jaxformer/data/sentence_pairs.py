@@ -5,8 +5,8 @@ Pairs (next-sentence prediction, NSP): A is one or more consecutive sentences of
 starting at a uniformly random sentence that has a successor. With probability 1/2, B is what
 follows A in the same document (label 0, "is next", as HF labels it); otherwise B starts at a
 random sentence of another document (label 1, "random"). A takes about half of the token budget,
-B fills the rest; then the longer of the two loses its last token until the pair fits (HF's
-`longest_first`). Without NSP a row is one segment: consecutive sentences up to the budget.
+B fills the rest; then the longer of the two (B on a tie) loses its last token until the pair
+fits (HF's `longest_first`). Without NSP a row is one segment: consecutive sentences up to the budget.
 
 Each example is a function of (seed, example index) alone, so an iterator resumes exactly from its
 position and every process can draw its own share of an endless stream.
@@ -18,10 +18,11 @@ PAD_TYPE = 0
 
 
 def truncate_longest_first(a: list[int], b: list[int], max_tokens: int) -> tuple[list[int], list[int]]:
-    """Drop the last token of the longer sequence (A on a tie) until len(a) + len(b) fits."""
+    """Drop the last token of the longer sequence (B on a tie, so A keeps an odd token, as HF's
+    tokenizers do) until len(a) + len(b) fits."""
     a, b = list(a), list(b)
     while len(a) + len(b) > max_tokens:
-        (a if len(a) >= len(b) else b).pop()
+        (a if len(a) > len(b) else b).pop()
     return a, b
 
 

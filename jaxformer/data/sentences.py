@@ -24,7 +24,7 @@ from jaxformer.data.corpus import Corpus
 
 SPEECHES_PER_DOCUMENT = 20
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_SPEAKER = re.compile(r"^[A-Za-z][A-Za-z ',.-]*:$")
+_SPEAKER = re.compile(r"^[A-Za-z][A-Za-z ',.&-]*:$")  # "Senators, &C:" too
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ Every row holds `tokens`, `token_types`, `segment_ids` [seq_len] (BERT's `[CLS] 
 says which targets (`target_spec`) and how an example becomes a row (`featurize`).
 """
 
+import abc
 import dataclasses
 import json
 from typing import ClassVar
@@ -84,11 +85,13 @@ class LabelledTask(Task):
                           sep_id=t.sep_id, pad_id=t.pad_id)
         return {k: row[k] for k in INPUT_KEYS} | {"weight": np.float32(1.0)}
 
+    @abc.abstractmethod
     def featurize(self, example: dict) -> dict[str, np.ndarray] | None:
-        raise NotImplementedError
+        """One example's row (inputs, weight and targets), or None to drop it."""
 
+    @abc.abstractmethod
     def target_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-        raise NotImplementedError
+        """The targets a batch holds besides the inputs and the row weights."""
 
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         shape = (batch_size, self.config.train.seq_len)
