@@ -81,6 +81,10 @@ class TrainLoopConfig:
     variable type ("Param", "LoRAParam", ...: every variable of that type or a subclass) or a
     glob pattern over parameter paths ("lm_head/*", "layers/1[01]/*": the `nnx.Param`s whose path
     matches). Everything else is frozen: no gradient, no optimizer state.
+
+    `init_from`: a run directory or HuggingFace model directory whose weights start a fresh run
+    (fine-tuning): parameters with the same path take its values, the rest keep their fresh init
+    (see `jaxformer.train.warm_start`). Ignored when the run resumes from its own checkpoint.
     """
 
     batch_size: int = 12
@@ -103,6 +107,7 @@ class TrainLoopConfig:
     # Optimizer steps per compiled call: n > 1 runs n steps in one dispatch (a lax.scan), which
     # takes the per-call host overhead out of small models' steps; the updates are the same.
     steps_per_call: int = 1
+    init_from: str | None = None
 
 
 @dataclasses.dataclass

@@ -4,12 +4,15 @@
     jaxformer attention ./gpt2 --text "The cat sat on the mat" --layers 0,5,11 --out attn.png
     jaxformer attention ./t5-small --text "translate English to German: The house is wonderful."
     jaxformer attention runs/transformer_addition_cpu --text "352+79" --out cross.png
+    jaxformer attention runs/bert_shakespeare_cpu --text "to be or not" --pair "that is the question"
 
 The model is rebuilt with the einsum attention implementation, whose softmax weights each layer
 sows as an `nnx.Intermediate` ("attention_weights", [batch, heads, query, key]). Cell (l, h) shows
 layer l, head h: row i (the query) is how much token i attends to each earlier token (the keys),
-on the colour bar's scale. Token labels are drawn when the text is short enough to read them.
-`attention_figure` gives the same picture as a matplotlib Figure (a notebook shows it inline).
+on the colour bar's scale -- to every token, for an encoder, whose input is `[CLS] text [SEP]`, or
+`[CLS] text [SEP] pair [SEP]` with --pair. Token labels are drawn when the text is short enough to
+read them. `attention_figure` gives the same picture as a matplotlib Figure (a notebook shows it
+inline).
 
 For an encoder-decoder the grid shows cross-attention instead: in each decoder layer and head, row
 i is how much output token i attends to each source token (the source is --text; the output is
@@ -42,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--target-ids", metavar="IDS", help="--target as comma-separated ids")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="encoder-decoder without --target: the greedy output's length limit")
+    parser.add_argument("--pair", default=None,
+                        help="encoders: a second text, shown as [CLS] text [SEP] pair [SEP]")
     parser.add_argument("--out", type=Path, default=Path("attention.png"), help="PNG file to write")
     parser.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
     parser.add_argument("--heads", default=None, help="comma-separated head indices (default: all)")
@@ -50,10 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "directory, overriding the one found next to the model")
 
 
-def attention_weights(model, tokens: list[int]) -> np.ndarray:
+def attention_weights(model, tokens: list[int], token_types: list[int] | None = None) -> np.ndarray:
     """Attention probabilities [layers, heads, time, time] (float32) of one sequence. `model` must
-    use the einsum attention, laid out per layer (see `source.with_attention_impl`)."""
-    _, intermediates = nnx.capture(model, nnx.Intermediate)(jnp.asarray([tokens], jnp.int32))
+    use the einsum attention, laid out per layer (see `source.with_attention_impl`).
+    `token_types`: an encoder's segment A/B ids."""
+    extra = {} if token_types is None else {"token_types": jnp.asarray([token_types], jnp.int32)}
+    _, intermediates = nnx.capture(model, nnx.Intermediate)(jnp.asarray([tokens], jnp.int32),
+                                                            **extra)
     per_layer = intermediates["layers"]
     weights = []
     for i in range(model.config.num_layers):
@@ -137,8 +145,14 @@ def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[
 def run(args) -> int:
     source = load_source(args.source, tokenizer=args.tokenizer, attention_impl="einsum")
     model, tokenizer = source.model, source.tokenizer
+    encoder = getattr(model.config, "family", None) == "encoder"
+    token_types = None
+    if args.pair is not None and (not encoder or args.text_ids is not None):
+        raise UserError("--pair needs an encoder model and --text")
     if args.text_ids is not None:
         tokens = parse_ids(args.text_ids)
+    elif encoder and hasattr(tokenizer, "encode_pair"):
+        tokens, token_types = tokenizer.encode_pair(args.text, args.pair)
     elif tokenizer is None:
         raise UserError(f"{args.source} has no tokenizer (no tokenizer.json or tokenizer.model): "
                         f"pass --tokenizer PATH, or the text as token ids with --text-ids")
@@ -158,13 +172,14 @@ def run(args) -> int:
     layers = pick(args.layers, model.config.num_layers, "layers")
     heads = pick(args.heads, model.config.num_heads, "heads")
 
-    weights = attention_weights(model, tokens)
+    weights = attention_weights(model, tokens, token_types)
     labels = None
     if len(tokens) <= MAX_LABELLED_TOKENS:
         labels = (tokenizer.pieces(tokens) if tokenizer is not None else [str(t) for t in tokens])
         labels = [label.replace("\n", "\\n") for label in labels]
+    kind = "bidirectional attention" if encoder else "attention"
     plot(weights, layers, heads, labels, args.out,
-         f"{Path(args.source).name}: attention over {len(tokens)} tokens")
+         f"{Path(args.source).name}: {kind} over {len(tokens)} tokens")
     print(f"wrote {args.out} ({len(layers)} layers x {len(heads)} heads, {len(tokens)} tokens)")
     return 0
 

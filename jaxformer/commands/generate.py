@@ -136,6 +136,9 @@ def choose_new_tokens(requested: int | None, prompts: list[list[int]], context: 
 def run(args) -> int:
     source = load_source(args.source, tokenizer=args.tokenizer,
                          log=lambda msg: print(msg, file=sys.stderr))
+    if getattr(source.model.config, "family", None) == "encoder":
+        raise UserError(f"{args.source} holds an encoder (BERT), which does not generate text: "
+                        f"use `jaxformer fill-mask`, `classify` or `embed`")
     prompts, texts = read_prompts(args, source)
     tokenizer = source.tokenizer
     encoder_decoder = is_encoder_decoder(source.model)

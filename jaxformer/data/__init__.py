@@ -5,8 +5,8 @@ from jaxformer.data.corpus import Corpus, load_corpus
 from jaxformer.data.pipeline import eval_batches, make_train_iterator
 from jaxformer.data.splits import encode_corpus, split_tokens
 from jaxformer.data.tokenizers import (CharTokenizer, SentencePieceTokenizer, Tokenizer,
-                                       build_tokenizer, load_tokenizer)
+                                       WordPieceTokenizer, build_tokenizer, load_tokenizer)
 
 __all__ = ["CharTokenizer", "Corpus", "DataConfig", "SentencePieceTokenizer", "Tokenizer",
-           "build_tokenizer", "encode_corpus", "eval_batches", "load_corpus", "load_tokenizer",
-           "make_train_iterator", "split_tokens"]
+           "WordPieceTokenizer", "build_tokenizer", "encode_corpus", "eval_batches",
+           "load_corpus", "load_tokenizer", "make_train_iterator", "split_tokens"]

@@ -1,11 +1,12 @@
 """What text to train on and how to cut it into batches (config only)."""
 
 import dataclasses
+from pathlib import Path
 
 from jaxformer.errors import ConfigError
 
 TRAINED_TOKENIZERS = ("bpe", "unigram")  # sentencepiece model types trained in-process
-TOKENIZERS = ("char",) + TRAINED_TOKENIZERS
+TOKENIZERS = ("char",) + TRAINED_TOKENIZERS + ("wordpiece",)  # wordpiece: BERT's, trained
 
 
 @dataclasses.dataclass
@@ -15,8 +16,9 @@ class DataConfig:
     corpus: a registered name ("tinyshakespeare"), a text file (one document) or a directory
         whose `*.txt` files (searched recursively, sorted by path) are the documents.
     tokenizer: "char" (vocabulary = the corpus's distinct characters, as nanoGPT does), "bpe" or
-        "unigram" (a sentencepiece model trained from the corpus), or a path to a sentencepiece
-        `.model` file.
+        "unigram" (a sentencepiece model trained from the corpus), "wordpiece" (BERT's, trained
+        from the corpus), a path to a sentencepiece `.model` file, or a path to a WordPiece
+        `vocab.txt` (or a directory holding one).
     vocab_size: size of a trained sentencepiece vocabulary; 0 picks 1024. Must stay 0 for "char"
         (its size is the number of distinct characters).
     packing: True packs documents (each + end-of-document token) into rows with segment ids;
@@ -42,9 +44,10 @@ class DataConfig:
         if not self.corpus:
             raise ConfigError("data.corpus is empty: give a corpus name (tinyshakespeare) "
                               "or a path to a text file or a directory of .txt files")
-        if self.tokenizer not in TOKENIZERS and not self.tokenizer.endswith(".model"):
+        if self.tokenizer not in TOKENIZERS and not self.tokenizer.endswith((".model", ".txt")) \
+                and not Path(self.tokenizer).expanduser().is_dir():
             raise ConfigError(f"data.tokenizer={self.tokenizer!r} is not one of {list(TOKENIZERS)} "
-                              "nor a path to a sentencepiece .model file")
+                              "nor a path to a sentencepiece .model file or a WordPiece vocab.txt")
         if self.vocab_size < 0:
             raise ConfigError(f"data.vocab_size={self.vocab_size} is negative: use 0 for the "
                               "default or a positive size")
@@ -63,5 +66,5 @@ class DataConfig:
 
     @property
     def trained_vocab_size(self) -> int:
-        """The vocabulary size to train a sentencepiece model with."""
+        """The vocabulary size to train a sentencepiece or WordPiece model with."""
         return self.vocab_size or 1024

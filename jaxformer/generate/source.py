@@ -3,11 +3,12 @@
     run directory (config.yaml, tokenizer/, checkpoints/): the latest checkpoint and the run's
         own tokenizer.
     HF directory (config.json + model.safetensors): the imported model; its tokenizer is, in
-        order, `--tokenizer PATH` (a sentencepiece `.model` or a `tokenizer.json`), the
-        directory's `tokenizer.json` (read with the `tokenizers` package when installed), the
-        directory's sentencepiece `tokenizer.model`, T5's `spiece.model` or Marian's
-        `source.spm` / `target.spm` / `vocab.json`; with none of these, prompts are given as
-        token ids (`--prompt-ids`) and the output is token ids.
+        order, `--tokenizer PATH` (a sentencepiece `.model`, a `tokenizer.json` or a WordPiece
+        `vocab.txt`), the directory's `vocab.txt` (BERT's WordPiece, with
+        `tokenizer_config.json`'s do_lower_case), its `tokenizer.json` (read with the
+        `tokenizers` package when installed), its sentencepiece `tokenizer.model`, T5's
+        `spiece.model` or Marian's `source.spm` / `target.spm` / `vocab.json`; with none of
+        these, prompts are given as token ids (`--prompt-ids`) and the output is token ids.
 """
 
 import dataclasses
@@ -78,8 +79,11 @@ def _tokenizer_from_file(path: Path):
         return CharTokenizer.load(path) if is_char else HFTokenizer(path)
     if path.suffix == ".model":
         return SentencePieceTokenizer.load(path)
-    raise UserError(f"--tokenizer {path}: expected a sentencepiece .model, a tokenizer.json or a "
-                    f"directory holding a saved tokenizer")
+    if path.suffix == ".txt":
+        from jaxformer.data import WordPieceTokenizer
+        return WordPieceTokenizer.load(path)
+    raise UserError(f"--tokenizer {path}: expected a sentencepiece .model, a tokenizer.json, a "
+                    f"WordPiece vocab.txt or a directory holding a saved tokenizer")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -121,6 +125,8 @@ def load_source(path: str | Path, *, tokenizer: str | Path | None = None,
         _, model = hf.load(path)
         if tokenizer is not None:
             tok = _tokenizer_from_file(Path(tokenizer))
+        elif (path / "vocab.txt").is_file():  # BERT: WordPiece, its special tokens known
+            tok = _tokenizer_from_file(path / "vocab.txt")
         elif (path / "tokenizer.json").is_file():
             tok = HFTokenizer(path / "tokenizer.json")
         elif (path / "tokenizer.model").is_file():

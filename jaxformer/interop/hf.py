@@ -31,7 +31,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxformer.interop import decoder, encoder_decoder  # noqa: F401  (registers the built-in converters)
+from jaxformer.interop import bert, decoder, encoder_decoder  # noqa: F401  (registers the built-in converters)
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,

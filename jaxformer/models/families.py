@@ -1,8 +1,10 @@
 """The built-in model families, registered with `jaxformer.models.registry` on import."""
 
-from jaxformer.models import costs, encoder_decoder_costs
+from jaxformer.models import costs, encoder_costs, encoder_decoder_costs
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.decoder import DecoderLM
+from jaxformer.models.encoder import Encoder
+from jaxformer.models.encoder_config import EncoderConfig
 from jaxformer.models.encoder_decoder import EncoderDecoder
 from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
 from jaxformer.models.registry import Family, register_family
@@ -44,3 +46,10 @@ ENCODER_DECODER = register_family(Family(
     param_counts=encoder_decoder_costs.encoder_decoder_param_counts,
     flops_parts=encoder_decoder_costs.encoder_decoder_flops_parts,
     sizes=encoder_decoder_costs.encoder_decoder_sizes))
+
+
+ENCODER = register_family(Family(
+    name="encoder", config_class=EncoderConfig, model_class=Encoder, default_task="masked_lm",
+    description="bidirectional encoder with BERT's heads (masked LM, NSP, classification, QA)",
+    param_counts=encoder_costs.encoder_param_counts, flops_parts=encoder_costs.encoder_flops_parts,
+    sizes=encoder_costs.encoder_sizes))

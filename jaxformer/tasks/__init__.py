@@ -3,7 +3,8 @@
     from jaxformer.tasks import Task, TaskConfig, register_task, get_task
 """
 
-from jaxformer.tasks import causal_lm, seq2seq  # noqa: F401  (registers the built-in tasks)
+# The built-in tasks register themselves on import.
+from jaxformer.tasks import causal_lm, classification, masked_lm, seq2seq, span_qa  # noqa: F401
 from jaxformer.tasks.base import Metric, Task, TaskConfig, mean, perplexity
 from jaxformer.tasks.registry import get_task, make_task, register_task, task_names
 

@@ -205,6 +205,9 @@ def train(config: Config) -> TrainResult:
     state, start = restore_or_create(config, checkpointer, train_iterator, say, plan,
                                      hint=optimizer_changes(run, config))
     write_run_files(run, config, task)  # only now: a refused rerun leaves the run as it was
+    if start == 0 and t.init_from:  # fine-tuning: a fresh run starts from another model's weights
+        from jaxformer.train.warm_start import warm_start
+        state = warm_start(state, t.init_from, say)
     graphdef = model_graphdef(config)
     # Bound to the plan: traced with its mesh and rules, so the model's sharding hints apply.
     train_step = plan.bind(make_train_step(graphdef, make_optimizer(config.optimizer), config,
