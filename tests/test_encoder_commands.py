@@ -140,3 +140,26 @@ def test_embed_is_masked_mean_pooling(tmp_path, capsys):
     assert [line.split(None, 1)[1] for line in ranked] == [texts[i] for i in order]
     assert cli.main(["embed", str(path)]) == 2
     assert "no texts to embed" in capsys.readouterr().err
+
+
+def test_attention_on_a_pair_equals_transformers(tmp_path, capsys):
+    from jaxformer.commands.attention import attention_weights
+    from jaxformer.generate.source import load_source
+
+    path, _ = hf_dir(tmp_path, "BertForMaskedLM", 4)
+    png = tmp_path / "attention.png"
+    assert cli.main(["attention", str(path), "--text", "to be or not", "--pair",
+                     "that is the question", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "11 tokens" in capsys.readouterr().out  # [CLS] 4 [SEP] 4 [SEP]
+
+    row = ids("[CLS] to be or not [SEP] that is the question [SEP]")
+    types = [0] * 6 + [1] * 5
+    ours = attention_weights(load_source(path, attention_impl="einsum").model, row, types)
+    reference = transformers.BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    with torch.inference_mode():
+        theirs = reference(torch.tensor([row]), token_type_ids=torch.tensor([types]),
+                           output_attentions=True).attentions
+    expected = np.stack([a[0].numpy() for a in theirs])  # [layers, heads, query, key]
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    assert np.triu(ours, 1).sum() > 1.0  # bidirectional: queries attend to later keys
