@@ -3,6 +3,8 @@ the self- and cross-attention caches equals the teacher-forced forward; packed p
 same pairs alone; padding changes nothing; greedy generation equals an argmax loop that reruns the
 whole model; parameter counts equal HF's published figures."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +42,13 @@ def make_model(variant: str, seed: int = 0) -> EncoderDecoder:
     return model
 
 
+@functools.cache
+def model_and_call(variant: str):
+    """The variant's model and its jitted forward, shared by the tests (one compile per shape)."""
+    model = make_model(variant)
+    return model, jitted(model)
+
+
 def jitted(model, method: str = "__call__"):
     graphdef, state = nnx.split(model)
 
@@ -57,9 +66,9 @@ DECODER_IN = np.array([[0, 21, 22, 23, 24, 25], [0, 26, 27, 28, 29, 30]], np.int
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_cached_decoding_equals_teacher_forcing(variant):
-    model = make_model(variant)
-    full = np.asarray(jitted(model)(SOURCE, DECODER_IN, SOURCE_SEG).logits)
-    memory, _ = jitted(model, "encode")(SOURCE, SOURCE_SEG)
+    model, call = model_and_call(variant)
+    full = call(SOURCE, DECODER_IN, SOURCE_SEG)
+    memory, full = full.encoder_last_hidden_state, np.asarray(full.logits)
     decode = jitted(model, "decode")
     cache = model.init_cache(2, 8, memory_len=7)
     # Prefill two tokens at once (filling the cross-attention cache), then one at a time.
@@ -75,8 +84,7 @@ def test_cached_decoding_equals_teacher_forcing(variant):
 
 @pytest.mark.parametrize("variant", ["t5-v1.0", "bart"])
 def test_padding_changes_nothing(variant):
-    model = make_model(variant)
-    call = jitted(model)
+    _, call = model_and_call(variant)
     alone = np.asarray(call(SOURCE[1:, :3], DECODER_IN[1:]).logits)
     padded = np.asarray(call(SOURCE, DECODER_IN, SOURCE_SEG).logits)[1:]
     np.testing.assert_allclose(padded, alone, atol=2e-5, rtol=0)
@@ -85,8 +93,7 @@ def test_padding_changes_nothing(variant):
 @pytest.mark.parametrize("variant", ["t5-v1.0", "vaswani-2017"])
 def test_packed_pairs_equal_separate_pairs(variant):
     """Two pairs in one row: sources and targets numbered 1 and 2, positions restarting."""
-    model = make_model(variant)
-    call = jitted(model)
+    _, call = model_and_call(variant)
     src_a, src_b = np.array([5, 6, 7, 8]), np.array([9, 10, 11])
     dec_a, dec_b = np.array([0, 20, 21]), np.array([0, 22, 23, 24])
     tokens = np.concatenate([src_a, src_b, [0]])[None]
@@ -107,23 +114,23 @@ def test_packed_pairs_equal_separate_pairs(variant):
 def test_greedy_generation_equals_argmax_loop(variant):
     """The compiled loop (encode once, cross-attention cached) against rerunning the whole
     model on the growing target at every step, no cache at all."""
-    model = make_model(variant)
-    call = jitted(model)
+    model, call = model_and_call(variant)
     sources = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]
-    start = model.config.decoder_start_token_id
-    expected = []
-    for source in sources:
-        decoder = [start]
-        for _ in range(6):
-            logits = call(np.array([source]), np.array([decoder])).logits
-            decoder.append(int(np.argmax(logits[0, -1])))
-        expected.append(decoder[1:])
-    assert generate(model, sources, 6, temperature=0.0) == expected
+    # The growing targets sit in a fixed [2, 6] block (one compile): the decoder is causal, so
+    # what follows position t cannot change its logits.
+    decoder = np.zeros((2, 6), np.int32)
+    decoder[:, 0] = model.config.decoder_start_token_id
+    for t in range(6):
+        logits = np.asarray(call(SOURCE, decoder, SOURCE_SEG).logits)
+        if t + 1 < 6:
+            decoder[:, t + 1] = np.argmax(logits[:, t], axis=-1)
+    expected = np.concatenate([decoder[:, 1:], np.argmax(logits[:, 5:], axis=-1)], axis=1)
+    assert generate(model, sources, 6, temperature=0.0) == expected.tolist()
 
 
 def test_beam_cache_reorder_keeps_memory():
     """Reordering only the KVCache leaves each row's cross-attention memory in place."""
-    model = make_model("bart")
+    model, _ = model_and_call("bart")
     cache = model.init_cache(3, 4, memory_len=2)
     cache = jax.tree.map(lambda x: x + jnp.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
                          .astype(x.dtype), cache)
@@ -134,7 +141,7 @@ def test_beam_cache_reorder_keeps_memory():
 
 
 def test_every_parameter_has_logical_axes():
-    model = make_model("t5-v1.0")
+    model, _ = model_and_call("t5-v1.0")
     for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param),
                                                         is_leaf=lambda x: isinstance(x, nnx.Variable)):
         axes = leaf.get_metadata().get("out_sharding")

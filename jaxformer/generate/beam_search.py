@@ -82,20 +82,31 @@ def _gather(x, indices):
     return jnp.take_along_axis(x, indices.reshape(indices.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+def rule_arguments(settings: BeamSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The length penalty and early stopping as arguments of the compiled program (so other
+    values do not recompile): what a hypothesis of n = 1..new tokens is divided by
+    ([new] float32: n ** length_penalty, in double then float32 as HF computes it); what the best
+    running beam at step n is divided by when checking whether it can still win ([new] float32:
+    the same, or new ** length_penalty for early_stopping="never" with length_penalty > 0); and
+    whether an input stops once it has num_beams hypotheses (bool: early_stopping=True)."""
+    s, new = settings, settings.max_new_tokens
+    penalty = np.asarray([n ** s.length_penalty for n in range(1, new + 1)], np.float32)
+    best_length = ((np.full(new, new) if s.early_stopping == "never" and s.length_penalty > 0
+                    else np.arange(1, new + 1)) ** s.length_penalty).astype(np.float32)
+    return penalty, best_length, np.bool_(s.early_stopping is True)
+
+
 def make_beam_fn(graphdef: nnx.GraphDef, settings: BeamSettings):
-    """run(state, tokens [batch, bucket], lengths [batch]) -> (tokens, num_tokens, scores) of each
-    input's best hypothesis. Pure; not jitted."""
+    """run(state, tokens [batch, bucket], lengths [batch], *rule_arguments(settings)) ->
+    (tokens, num_tokens, scores) of each input's best hypothesis. Pure; not jitted; reads
+    `settings` but its length penalty and early stopping."""
     s = settings
     beams, new = s.num_beams, s.max_new_tokens
     keep = max(2, 1 + len(s.stop_tokens)) * beams
     stops = np.asarray(s.stop_tokens or (-1,), np.int32)
-    # length ** length_penalty for 1..new tokens, in double then float32, as HF computes it.
-    penalty = np.asarray([n ** s.length_penalty for n in range(1, new + 1)], np.float32)
-    best_length = ((np.full(new, new) if s.early_stopping == "never" and s.length_penalty > 0
-                    else np.arange(1, new + 1)) ** s.length_penalty).astype(np.float32)
     top_num_beams = (np.arange(keep) < beams)[None, :]
 
-    def run(state, tokens, lengths):
+    def run(state, tokens, lengths, penalty, best_length, stop_when_full):
         model = nnx.merge(graphdef, state)
         io = steps_for(model)
         batch, bucket = tokens.shape
@@ -132,8 +143,8 @@ def make_beam_fn(graphdef: nnx.GraphDef, settings: BeamSettings):
 
             # Ended continuations among the best num_beams compete for the finished slots.
             just_finished = ends & jnp.asarray(top_num_beams)
-            scores = top_scores / jnp.asarray(penalty)[t]
-            full = jnp.all(c["is_finished"], axis=1, keepdims=True) & (s.early_stopping is True)
+            scores = top_scores / penalty[t]
+            full = jnp.all(c["is_finished"], axis=1, keepdims=True) & stop_when_full
             scores = scores + full.astype(jnp.float32) * NEG
             scores = scores + (~c["improvable"])[:, None].astype(jnp.float32) * NEG
             scores = scores + (~just_finished).astype(jnp.float32) * NEG
@@ -147,10 +158,10 @@ def make_beam_fn(graphdef: nnx.GraphDef, settings: BeamSettings):
             rows = (jnp.arange(batch)[:, None] * beams + parents).reshape(-1)
             cache = kv_cache.reorder(c["cache"], rows, types=(kv_cache.KVCache,))
 
-            best_possible = run_scores[:, 0] / jnp.asarray(best_length)[t]
+            best_possible = run_scores[:, 0] / best_length[t]
             worst = jnp.where(is_finished, jnp.min(finished_scores, axis=1, keepdims=True), NEG)
             improvable = c["improvable"] & jnp.any(best_possible[:, None] > worst, axis=1)
-            go = (jnp.any(improvable) & ~(jnp.all(is_finished) & (s.early_stopping is True))
+            go = (jnp.any(improvable) & ~(jnp.all(is_finished) & stop_when_full)
                   & ~jnp.all(ends) & (t + 1 < new))
 
             # The next step's logits (one wasted model call after the last step).
@@ -174,15 +185,16 @@ _compiled: dict = {}
 _MAX_COMPILED = 16
 
 
-def _compiled_fn(graphdef, settings, state, tokens, lengths):
+def _compiled_fn(graphdef, settings, state, tokens, lengths, rules):
     leaves, treedef = jax.tree.flatten(state)
-    key = (graphdef, settings, treedef,
+    program = dataclasses.replace(settings, length_penalty=0.0, early_stopping=False)
+    key = (graphdef, program, treedef,
            tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in leaves),
            tokens.shape)
     fn = _compiled.get(key)
     if fn is not None:
         return fn, False
-    fn = jax.jit(make_beam_fn(graphdef, settings)).lower(state, tokens, lengths).compile()
+    fn = jax.jit(make_beam_fn(graphdef, settings)).lower(state, tokens, lengths, *rules).compile()
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.pop(next(iter(_compiled)))
     _compiled[key] = fn
@@ -199,10 +211,11 @@ def beam_decode(model: nnx.Module, prompts: list[list[int]], settings: BeamSetti
     graphdef, state = nnx.split(model)
     bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
     tokens, lengths = pad_prompts(prompts, bucket, settings.pad_id)
+    rules = rule_arguments(settings)
     start = time.perf_counter()
-    fn, fresh = _compiled_fn(graphdef, settings, state, tokens, lengths)
+    fn, fresh = _compiled_fn(graphdef, settings, state, tokens, lengths, rules)
     compiled_at = time.perf_counter()
-    out = jax.block_until_ready(fn(state, tokens, lengths))
+    out = jax.block_until_ready(fn(state, tokens, lengths, *rules))
     if timings is not None:
         timings["compile_s"] = compiled_at - start if fresh else 0.0
         timings["total_s"] = time.perf_counter() - compiled_at
