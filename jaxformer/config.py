@@ -5,9 +5,11 @@
 Sections: `model` (the config dataclass of the family `model.family` names; "decoder", a GPT-2 /
 Llama language model, by default), `task` (the config of the task `task.name` names; empty: the family's
 default task), `data` (DataConfig), `optimizer` (OptimizerConfig), `mesh` (MeshConfig), `train`
-(TrainLoopConfig). A YAML file (or a preset name from `configs/`) is merged onto the defaults, then
-the `key=value` overrides (OmegaConf structured configs). An unknown key or a value of the wrong
-type raises `ConfigError` naming the key and its close matches, before any work starts.
+(TrainLoopConfig), `finetune` (FinetuneConfig: LoRA, soft prompts, partial modes, a base to start
+from; a mode other than `full` sets `train.trainable` unless the config sets it). A YAML file (or
+a preset name from `configs/`) is merged onto the defaults, then the `key=value` overrides
+(OmegaConf structured configs). An unknown key or a value of the wrong type raises `ConfigError`
+naming the key and its close matches, before any work starts.
 
 `model.vocab_size` is not the user's to choose for a language-model run: at run start the task
 sets it to the tokenizer's vocabulary size whenever the two differ (0 in YAML means "from the
@@ -22,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jaxformer.data import DataConfig
 from jaxformer.errors import ConfigError
+from jaxformer.finetune.config import FinetuneConfig
 from jaxformer.models import get_family
 from jaxformer.parallel.config import MeshConfig
 from jaxformer.presets import checked_merge, find_config
@@ -103,6 +106,8 @@ class Config:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     train: TrainLoopConfig = dataclasses.field(default_factory=TrainLoopConfig)
+    # How the built model is rewritten and where its weights start (jaxformer/finetune/config.py).
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
         t, o = self.train, self.optimizer
@@ -126,6 +131,8 @@ class Config:
         if not t.trainable:
             raise ConfigError("train.trainable is empty: list what the optimizer updates, e.g. "
                               "[Param] for everything")
+        if self.finetune.mode != "full" and list(t.trainable) == ["Param"]:
+            t.trainable = self.finetune.trainable(self.model)  # left at the default: the mode's
 
     def replace(self, **sections) -> "Config":
         return dataclasses.replace(self, **sections)

@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxformer.config import Config, load_config, save_config
 from jaxformer.errors import ConfigError, UserError
+from jaxformer.finetune.base import create_from_base, finish_run, prepare_run_dir
 from jaxformer.parallel import ParallelPlan
 from jaxformer.tasks import make_task
 from jaxformer.train.checkpoint import Checkpointer
@@ -64,10 +65,11 @@ def prepare_run(config: Config, run: RunDir, say):
     directory's config and the task's artifacts (a tokenizer) written by process 0. A resumed run
     must keep the model, task and data sections of the saved config."""
     task = make_task(config)
+    prepare_run_dir(config, run)  # a fine-tuning run reuses its base run's tokenizer
     config = task.prepare(run, say)
     if run.config.exists():
         saved = load_config(run.config)
-        for section in ("model", "task", "data"):
+        for section in ("model", "task", "data", "finetune"):
             if getattr(saved, section) != getattr(config, section):
                 raise ConfigError(
                     f"{run.root} holds a run with a different {section} config; its checkpoints "
@@ -116,6 +118,9 @@ def restore_or_create(config: Config, checkpointer: Checkpointer, data_iterator,
         if resume is True:
             raise UserError(f"train.resume=true but {checkpointer.directory} holds no readable "
                             f"checkpoint: drop train.resume to start afresh")
+    if config.finetune.base:
+        say(f"starting from the weights of {config.finetune.base}")
+        return create_from_base(config, plan), 0
     return plan.create(state_init(config)), 0
 
 
@@ -313,6 +318,7 @@ def train(config: Config) -> TrainResult:
         model = nnx.merge(graphdef, state.params, state.frozen)
         result.report = task.report(model, say)
         result.sample = result.report.get("sample")
+        finish_run(model, config, run, say)  # a LoRA run writes its adapter alone
     return result
 
 

@@ -15,6 +15,7 @@ import optax
 from flax import nnx
 
 from jaxformer.config import Config
+from jaxformer.nn.lora import dropout_key as lora_dropout_key
 from jaxformer.train.optimizer import make_schedule
 from jaxformer.train.state import TrainState
 from jaxformer.train.trainable import trainable_filter
@@ -34,7 +35,8 @@ def make_objective(graphdef: nnx.GraphDef, task, config: Config, *, normalize: b
 
     def objective(params, frozen, batch, dropout_rng):
         model = nnx.merge(graphdef, params, frozen)
-        output = model(**task.model_inputs(batch), dropout_rng=dropout_rng)
+        with lora_dropout_key(dropout_rng):  # LoRA dropout's key (the call does not reach it)
+            output = model(**task.model_inputs(batch), dropout_rng=dropout_rng)
         total, count, metrics = task.loss(output, batch)
         extra = aux_total(output.aux, weights)
         if normalize:
