@@ -61,6 +61,9 @@ class OptimizerConfig:
     grad_accum_steps: int = 1
     weight_decay_params: list[str] = dataclasses.field(
         default_factory=lambda: ["*kernel", "*embedding"])
+    # "dynamic": float16 training's loss scaling (skip overflowing steps, adapt the scale;
+    # jaxformer/train/loss_scale.py). "none" for float32 / bfloat16.
+    loss_scale: str = "none"
 
 
 @dataclasses.dataclass
@@ -125,14 +128,16 @@ class Config:
                            "optimizer.weight_decay": o.weight_decay}.items():
             if value < 0:
                 raise ConfigError(f"{key} must not be negative, got {value}")
+        if o.loss_scale not in ("none", "dynamic"):
+            raise ConfigError(f"optimizer.loss_scale={o.loss_scale!r} is not one of "
+                              f"['none', 'dynamic']")
         if o.decay_steps <= o.warmup_steps:
             raise ConfigError(f"optimizer.decay_steps={o.decay_steps} must exceed "
                               f"optimizer.warmup_steps={o.warmup_steps}")
         if not t.trainable:
             raise ConfigError("train.trainable is empty: list what the optimizer updates, e.g. "
                               "[Param] for everything")
-        if self.finetune.mode != "full" and list(t.trainable) == ["Param"]:
-            t.trainable = self.finetune.trainable(self.model)  # left at the default: the mode's
+        self.finetune.resolve(self)  # checks across sections; the mode's train.trainable
 
     def replace(self, **sections) -> "Config":
         return dataclasses.replace(self, **sections)

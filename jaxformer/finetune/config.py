@@ -67,6 +67,19 @@ class FinetuneConfig:
             raise ConfigError("finetune.int8_training and finetune.quantize_base both rewrite the "
                               "linear layers: choose one")
 
+    def resolve(self, config) -> None:
+        """Checks against the rest of a run config, then `train.trainable` set to this mode's
+        selection unless the config chose one (anything but the default [Param])."""
+        max_len = getattr(config.model, "max_seq_len", None)
+        if self.mode == "soft_prompt" and max_len is not None:
+            room = max_len - self.soft_prompt_tokens
+            if config.train.seq_len > room:
+                raise ConfigError(f"train.seq_len={config.train.seq_len} plus "
+                                  f"finetune.soft_prompt_tokens={self.soft_prompt_tokens} exceeds "
+                                  f"model.max_seq_len={max_len}: use train.seq_len<={room}")
+        if self.mode != "full" and list(config.train.trainable) == ["Param"]:
+            config.train.trainable = self.trainable(config.model)
+
     def trainable(self, model_config) -> list[str]:
         """The `train.trainable` entries this mode implies for a model config."""
         if self.mode == "lora":

@@ -120,7 +120,7 @@ def attach_lora(model: nnx.Module, *, targets, rank: int, alpha: float, dropout:
 def _set_kernel(module, delta_sign: float) -> None:
     if isinstance(module, QuantizedLinear):
         raise ValueError("a quantized base cannot absorb an adapter exactly: dequantize it "
-                         "(jaxformer.quantize.dequantize_model) before merging")
+                         "(jaxformer.quantization.dequantize_model) before merging")
     kernel = module.kernel
     delta = module.lora.delta_kernel()
     kernel.set_value((kernel.get_value().astype(jnp.float32) + delta_sign * delta)

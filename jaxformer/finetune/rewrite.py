@@ -24,7 +24,7 @@ def apply_finetune(model: nnx.Module, config, rngs: nnx.Rngs) -> nnx.Module:
     if ft is None:
         return model
     if ft.quantize_base:
-        from jaxformer.quantize import quantize
+        from jaxformer.quantization import quantize
 
         model = quantize(model, ft.quantize_base, group_size=ft.quantize_group_size, copy=False)
     if ft.mode == "lora":
@@ -57,7 +57,7 @@ def unload(model: nnx.Module) -> nnx.Module:
     if isinstance(model, SoftPromptModel):
         model = model.unwrap()
     if any(isinstance(m, QuantizedLinear) for _, m in nnx.iter_modules(model)):
-        from jaxformer.quantize import dequantize_model
+        from jaxformer.quantization import dequantize_model
 
         model = dequantize_model(model)
     if lora_modules(model):

@@ -25,6 +25,7 @@ from flax import nnx
 
 from jaxformer.generate import sampling
 from jaxformer.generate.prompts import cache_length
+from jaxformer.nn.lora import adapter_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +101,12 @@ def trace_count() -> int:
 
 def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
                    ordered_callbacks: bool = True) -> Callable:
-    """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rng key) ->
-    (new tokens [batch, max_new_tokens], num_tokens [batch], logits or None). Pure; not jitted.
-    `ordered_callbacks=False` is needed when the program spans several devices."""
+    """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rng key,
+    adapter_ids [batch] int32 or None) -> (new tokens [batch, max_new_tokens], num_tokens
+    [batch], logits or None). Pure; not jitted. `adapter_ids` picks each row's LoRA adapter of a
+    model with stacked adapters (`jaxformer.finetune.stack_adapters`; -1: the base), gathered
+    per row inside the program. `ordered_callbacks=False` is needed when the program spans
+    several devices."""
     s = settings
     stop = np.asarray(s.stop_tokens or (-1,), np.int32)  # -1 matches nothing
 
@@ -110,7 +114,11 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
         return sampling.sample(logits, jax.random.fold_in(rng, step), temperature=s.temperature,
                                top_k=s.top_k, top_p=s.top_p)
 
-    def decode(state, tokens, lengths, rng):
+    def decode(state, tokens, lengths, rng, adapter_ids=None):
+        with adapter_rows(adapter_ids):  # read by stacked LoRA adapters while tracing
+            return run(state, tokens, lengths, rng)
+
+    def run(state, tokens, lengths, rng):
         _trace_count[0] += 1
         model = nnx.merge(graphdef, state)
         batch, bucket = tokens.shape
@@ -167,19 +175,19 @@ def _leaf_signature(x) -> tuple:
 
 
 def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, tokens, lengths,
-                       rng) -> tuple[Callable, bool]:
+                       rng, adapter_ids=None) -> tuple[Callable, bool]:
     """The compiled program for these settings and input shapes, and whether it was just built.
     Compiling ahead of time (lower + compile) keeps compilation out of the time to first token."""
     leaves, treedef = jax.tree.flatten(state)
     key = (graphdef, settings, treedef, tuple(_leaf_signature(x) for x in leaves),
-           tokens.shape, lengths.shape)
+           tokens.shape, lengths.shape, None if adapter_ids is None else adapter_ids.shape)
     fn = _compiled.get(key)
     if fn is not None:
         return fn, False
     one_device = all(len(getattr(x, "sharding", None).device_set) == 1 for x in leaves
                      if getattr(x, "sharding", None) is not None)
     decode = make_decode_fn(graphdef, settings, ordered_callbacks=one_device)
-    fn = jax.jit(decode).lower(state, tokens, lengths, rng).compile()
+    fn = jax.jit(decode).lower(state, tokens, lengths, rng, adapter_ids).compile()
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.pop(next(iter(_compiled)))  # oldest first
     _compiled[key] = fn

@@ -16,7 +16,6 @@ from flax import nnx, struct
 
 from jaxformer.config import Config
 from jaxformer.errors import ConfigError
-from jaxformer.finetune.rewrite import apply_finetune
 from jaxformer.models import abstract_model, build_model
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.trainable import trainable_filter
@@ -40,6 +39,8 @@ def build_run_model(config: Config, rng: jax.Array, base: nnx.State | None = Non
     """The run's model: the family's (random, or holding `base`, the plain model's state),
     rewritten as `config.finetune` says (LoRA, a quantized base, a soft prompt; see
     `jaxformer.finetune`)."""
+    from jaxformer.finetune.rewrite import apply_finetune  # imports the train package itself
+
     rngs = nnx.Rngs(params=rng)
     if base is None:
         model = build_model(config.model, rngs=rngs)
