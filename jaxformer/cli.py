@@ -15,6 +15,7 @@ COMMANDS = {
     "generate": ("jaxformer.commands.generate", "sample text from a run directory or HF checkpoint"),
     "tokens": ("jaxformer.commands.tokens", "show how a tokenizer splits a text"),
     "attention": ("jaxformer.commands.attention", "plot attention patterns for a text"),
+    "cascade": ("jaxformer.commands.cascade", "FrugalGPT cascade of trained models under a cost budget"),
 }
 
 
