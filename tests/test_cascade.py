@@ -48,18 +48,19 @@ def test_replay_matches_a_naive_loop():
 def test_learned_thresholds_keep_the_budget_on_test(budget):
     val_scores, val_correct = synthetic(4000, 1)
     test_scores, test_correct = synthetic(4000, 2)
-    policy, val = learn(val_scores, val_correct, COSTS, budget)
+    policy, val = learn(val_scores, val_correct, COSTS, budget, grid=50)
     assert val.cost <= budget
     test = simulate(policy, test_scores, test_correct, COSTS)
     assert test.cost <= budget * 1.05  # the tolerance: sampling noise between query sets
     fitting = [m for m in range(3) if COSTS[m] <= budget]
     best_single = max(test_correct[m].mean() for m in fitting)
     assert test.accuracy > best_single + 0.02  # the point of a cascade
-    # the search is exhaustive over its grid: no single threshold on the first model does better
+    # the search is exhaustive over its grid (quantiles of the scores): no threshold on the
+    # first model of a two-model cascade, tried naively, does better
     for t in np.quantile(val_scores[0], np.linspace(0, 1, 50)):
         for last in (1, 2):
             o = simulate(Policy((0, last), (float(t),)), val_scores, val_correct, COSTS)
-            assert o.cost > budget or o.accuracy <= val.accuracy + 0.003
+            assert o.cost > budget or o.accuracy <= val.accuracy
     with pytest.raises(ValueError, match="below the cheapest"):
         learn(val_scores, val_correct, COSTS, 0.5)
 

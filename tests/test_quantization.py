@@ -64,8 +64,8 @@ def test_int4_groupwise_error_within_half_a_step(group):
     step = np.abs(groups).max(axis=2, keepdims=True) / 7
     error = np.abs(np.asarray(qformats.dequantize(parts, "int4")).reshape(groups.shape) - groups)
     assert (error <= step / 2 + 1e-6).all()
-    with pytest.raises(ValueError, match="not a multiple of the group size 48"):
-        qformats.quantize(W, "int4", 48 * 3)
+    with pytest.raises(ValueError, match="not a multiple of the group size 144"):
+        qformats.quantize(W, "int4", 48 * 3)  # 144 does not divide 256
 
 
 def test_nf4_error_bound_and_double_quantized_scales():
@@ -117,7 +117,10 @@ def test_quantize_a_model(fmt, bits):
     assert len(quantized) == 6 * CONFIG.num_layers and isinstance(q.lm_head, Linear)  # head kept
     kernels = sum(m.num_weights for m in quantized)
     stored = sum(m.weight_bytes for m in quantized)
-    assert kernels * bits / 8 <= stored <= kernels * (bits / 8) * 1.1  # codes + a few % of scales
+    # codes plus scales: int8 one float32 per column, int4 one per 64 weights (4.5 bits a
+    # weight), nf4 8 bits per 64 and a float32 per 64 x 256 (4.127 bits)
+    overhead = {"int8": 1.01, "int4": 1.125, "nf4": 1.032}[fmt]
+    assert kernels * bits / 8 < stored <= kernels * (bits / 8) * overhead
     sizes, before = weight_bytes(q), weight_bytes(model)
     assert sizes["params"] + kernels * 4 == before["total"]
     probs = jax.nn.softmax(model(TOKENS).logits)

@@ -74,7 +74,7 @@ def _candidates(values: np.ndarray, count: int) -> np.ndarray:
 
 
 def learn(scores: np.ndarray, correct: np.ndarray, costs, budget: float, *,
-          grid: int = 24, max_models: int | None = None) -> tuple[Policy, Outcome]:
+          grid: int = 40, max_models: int | None = None) -> tuple[Policy, Outcome]:
     """The policy with the highest validation accuracy whose mean cost per query is at most
     `budget`, over every ordered subset of the models (cheapest first) and a grid of
     thresholds per model (quantiles of its validation scores). Ties go to the cheaper policy.
