@@ -97,6 +97,11 @@ def test_a_base_from_an_hf_directory(tmp_path):
                         ["model.d_model=64", f"finetune.base={tmp_path / 'hf'}"])
     with pytest.raises(ConfigError, match=r"model.d_model=32 \(run: 64\)"):
         create_from_base(wrong, ParallelPlan.from_config(wrong.mesh))
+    # the HF import spells the feed-forward width out (mlp_dim=128); the run's None means the
+    # same 4 x d_model, but an explicit other width is a different model
+    narrow = load_config(None, overrides + ["model.mlp_dim=64", f"finetune.base={tmp_path / 'hf'}"])
+    with pytest.raises(ConfigError, match=r"model.mlp_dim=128 \(run: 64\)"):
+        create_from_base(narrow, ParallelPlan.from_config(narrow.mesh))
 
 
 def test_modes_resolve_train_trainable():

@@ -23,6 +23,10 @@ from jaxformer.errors import ConfigError
 
 # Model-config fields that do not change what a parameter holds: a base may differ in them.
 FREE_FIELDS = ("dropout", "remat", "attention_impl", "dtype", "param_dtype", "scan_layers")
+# Fields that only set a derived size (None: the default rule): a base may spell the size
+# differently (an HF import writes mlp_dim=3072 where a preset leaves it None) if it agrees.
+DERIVED = {"mlp_dim": "ffn_dim", "mlp_ratio": "ffn_dim", "head_dim": "head_size",
+           "num_kv_heads": "kv_heads"}
 
 
 def base_kind(path: str | Path) -> str:
@@ -40,8 +44,15 @@ def _check_same_model(base_config, config, where: str) -> None:
     if type(base_config) is not type(config):
         raise ConfigError(f"finetune.base {where} holds a {base_config.family} model, the run "
                           f"builds a {config.family} model")
-    differ = [f.name for f in dataclasses.fields(config) if f.name not in FREE_FIELDS
-              and getattr(base_config, f.name) != getattr(config, f.name)]
+    def same(name: str) -> bool:
+        if getattr(base_config, name) == getattr(config, name):
+            return True
+        derived = DERIVED.get(name)
+        return (derived is not None and hasattr(config, derived)
+                and getattr(base_config, derived) == getattr(config, derived))
+
+    differ = [f.name for f in dataclasses.fields(config)
+              if f.name not in FREE_FIELDS and not same(f.name)]
     if differ:
         shown = ", ".join(f"model.{n}={getattr(base_config, n)!r} (run: {getattr(config, n)!r})"
                           for n in differ[:4])
