@@ -10,11 +10,12 @@ from jaxformer import models
 from jaxformer.models import *  # noqa: F403 -- every family's config and module, the registry
 
 __version__ = "0.1.0"
-__all__ = ["interop", "count_params", "load_model_config", *models.__all__]
+__all__ = ["interop", "count_params", "load_model_config", "quantize", *models.__all__]
 
 _LAZY = {"interop": ("jaxformer.interop", None),
          "count_params": ("jaxformer.presets", "count_params"),
-         "load_model_config": ("jaxformer.presets", "load_model_config")}
+         "load_model_config": ("jaxformer.presets", "load_model_config"),
+         "quantize": ("jaxformer.quantization", "quantize")}
 
 
 def __getattr__(name: str):

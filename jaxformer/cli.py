@@ -18,6 +18,7 @@ COMMANDS = {
     "fill-mask": ("jaxformer.commands.fill_mask", "guess the [MASK] tokens of a text (encoders)"),
     "classify": ("jaxformer.commands.classify", "label texts with a fine-tuned encoder"),
     "embed": ("jaxformer.commands.embed", "sentence embeddings from an encoder (mean pooling)"),
+    "cascade": ("jaxformer.commands.cascade", "FrugalGPT cascade of trained models under a cost budget"),
 }
 
 

@@ -5,9 +5,11 @@
 Sections: `model` (the config dataclass of the family `model.family` names; "decoder", a GPT-2 /
 Llama language model, by default), `task` (the config of the task `task.name` names; empty: the family's
 default task), `data` (DataConfig), `optimizer` (OptimizerConfig), `mesh` (MeshConfig), `train`
-(TrainLoopConfig). A YAML file (or a preset name from `configs/`) is merged onto the defaults, then
-the `key=value` overrides (OmegaConf structured configs). An unknown key or a value of the wrong
-type raises `ConfigError` naming the key and its close matches, before any work starts.
+(TrainLoopConfig), `finetune` (FinetuneConfig: LoRA, soft prompts, partial modes, a base to start
+from; a mode other than `full` sets `train.trainable` unless the config sets it). A YAML file (or
+a preset name from `configs/`) is merged onto the defaults, then the `key=value` overrides
+(OmegaConf structured configs). An unknown key or a value of the wrong type raises `ConfigError`
+naming the key and its close matches, before any work starts.
 
 `model.vocab_size` is not the user's to choose for a language-model run: at run start the task
 sets it to the tokenizer's vocabulary size whenever the two differ (0 in YAML means "from the
@@ -22,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jaxformer.data import DataConfig
 from jaxformer.errors import ConfigError
+from jaxformer.finetune.config import FinetuneConfig
 from jaxformer.models import get_family
 from jaxformer.parallel.config import MeshConfig
 from jaxformer.presets import checked_merge, find_config, read_yaml
@@ -66,6 +69,9 @@ class OptimizerConfig:
     grad_accum_steps: int = 1
     weight_decay_params: list[str] = dataclasses.field(
         default_factory=lambda: ["*kernel", "*embedding"])
+    # "dynamic": float16 training's loss scaling (skip overflowing steps, adapt the scale;
+    # jaxformer/train/loss_scale.py). "none" for float32 / bfloat16.
+    loss_scale: str = "none"
 
 
 @dataclasses.dataclass
@@ -119,6 +125,8 @@ class Config:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     train: TrainLoopConfig = dataclasses.field(default_factory=TrainLoopConfig)
+    # How the built model is rewritten and where its weights start (jaxformer/finetune/config.py).
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
         t, o = self.train, self.optimizer
@@ -142,12 +150,16 @@ class Config:
         if o.schedule == "rsqrt" and o.warmup_steps <= 0:
             raise ConfigError("optimizer.schedule=rsqrt needs optimizer.warmup_steps > 0 (the "
                               "2017 Transformer warms up over 4000 steps)")
+        if o.loss_scale not in ("none", "dynamic"):
+            raise ConfigError(f"optimizer.loss_scale={o.loss_scale!r} is not one of "
+                              f"['none', 'dynamic']")
         if o.decay_steps <= o.warmup_steps:
             raise ConfigError(f"optimizer.decay_steps={o.decay_steps} must exceed "
                               f"optimizer.warmup_steps={o.warmup_steps}")
         if not t.trainable:
             raise ConfigError("train.trainable is empty: list what the optimizer updates, e.g. "
                               "[Param] for everything")
+        self.finetune.resolve(self)  # checks across sections; the mode's train.trainable
 
     def replace(self, **sections) -> "Config":
         return dataclasses.replace(self, **sections)

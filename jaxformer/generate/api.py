@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import UserError
+from jaxformer.generate.adapters import check_adapter_ids
 from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decode_fn, token_sink
 from jaxformer.generate.prompts import bucket_length, pad_prompts
 from jaxformer.generate.steps import steps_for
@@ -62,14 +63,18 @@ def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=Non
 
 
 def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings, *, seed: Seed = 0,
-           on_tokens: TokenCallback | None = None, timings: dict | None = None) -> DecodeOutput:
+           on_tokens: TokenCallback | None = None, timings: dict | None = None,
+           adapter_ids: list[int] | None = None) -> DecodeOutput:
     """Run the compiled loop over `prompts` (lists of token ids, any lengths). `seed`: see
-    `row_keys` (row i's tokens are those of prompt i alone with row i's seed).
+    `row_keys` (row i's tokens are those of prompt i alone with row i's seed). `adapter_ids`: see
+    `generate`.
 
     on_tokens(step, tokens [batch], valid [batch]) is called from inside the loop as each step's
     tokens are produced (needs `settings.stream`). `timings`, if given, is filled with
     "compile_s" (0 when the program was cached), "run_start" (`time.perf_counter()` when the
     compiled program was dispatched) and "total_s" (prefill + decode, no compile).
+    `adapter_ids`: one LoRA adapter per prompt for a model with stacked adapters
+    (`jaxformer.generate.adapters`; -1 is the base model).
     """
     config = model.config
     if not hasattr(model, "init_cache"):
@@ -83,9 +88,11 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     graphdef, state = nnx.split(model)
     bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
     tokens, lengths = pad_prompts(prompts, bucket, settings.pad_id)
+    rows = None if adapter_ids is None else check_adapter_ids(model, adapter_ids, len(prompts))
     # Traced: other values reuse the compiled program. Unused by a greedy program.
     args = (tokens, lengths, row_keys(seed, len(prompts)),
             jnp.float32(settings.temperature), jnp.float32(settings.top_p or 1.0))
+    args += () if rows is None else (rows,)
 
     start = time.perf_counter()
     fn, fresh = compiled_decode_fn(graphdef, settings, state, *args)
@@ -108,7 +115,8 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
 def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: Seed = 0, stop_tokens: list[int] | None = None,
-             on_tokens: TokenCallback | None = None, timings: dict | None = None) -> list[list[int]]:
+             on_tokens: TokenCallback | None = None, timings: dict | None = None,
+             adapter_ids: list[int] | None = None) -> list[list[int]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens. For an
     encoder-decoder the prompts are the encoder's inputs and the new tokens are the decoder's.
 
@@ -119,7 +127,8 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
     and the same seeds give the same tokens. Changing the temperature or top-p (between values in
     (0, 1)) does not recompile. A row that produces one of `stop_tokens` ends there: its list ends
     with that token. Prompts may have different lengths. `on_tokens(step, tokens, valid)` streams
-    each step's tokens as they are produced (see `decode`).
+    each step's tokens as they are produced (see `decode`). `adapter_ids` gives each prompt its
+    own LoRA adapter of a model that stacks several (`jaxformer.generate.adapters.serve_adapters`).
 
     Returns the new tokens of each prompt. Raises UserError for a request the model cannot serve
     (an empty prompt, a token outside the vocabulary, prompt + new tokens beyond the context).
@@ -127,5 +136,5 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
     settings = make_settings(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              stop_tokens=stop_tokens, stream=on_tokens is not None)
     out = decode(model, [list(p) for p in prompts], settings, seed=seed, on_tokens=on_tokens,
-                 timings=timings)
+                 timings=timings, adapter_ids=adapter_ids)
     return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)]

@@ -31,6 +31,7 @@ from flax import nnx
 
 from jaxformer.generate import sampling
 from jaxformer.generate.steps import steps_for
+from jaxformer.nn.lora import adapter_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +113,12 @@ def trace_count() -> int:
 def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
                    ordered_callbacks: bool = True) -> Callable:
     """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rngs [batch] keys,
-    temperature float32 [], top_p float32 []) -> (new tokens [batch, max_new_tokens], num_tokens
-    [batch], logits or None). Pure; not jitted. Only `settings.program_key()` is read from the
-    settings. `ordered_callbacks=False` is needed when the program spans several devices."""
+    temperature float32 [], top_p float32 [], adapter_ids [batch] int32 (optional)) -> (new
+    tokens [batch, max_new_tokens], num_tokens [batch], logits or None). Pure; not jitted. Only
+    `settings.program_key()` is read from the settings. `adapter_ids` picks each row's LoRA
+    adapter of a model with stacked adapters (`jaxformer.finetune.stack_adapters`; -1: the base),
+    gathered per row inside the program. `ordered_callbacks=False` is needed when the program
+    spans several devices."""
     s = settings
     stop = np.asarray(s.stop_tokens or (-1,), np.int32)  # -1 matches nothing
     greedy = s.temperature == 0.0
@@ -126,7 +130,11 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
         return sampling.sample(logits, keys, temperature=temperature, top_k=s.top_k,
                                top_p=top_p if s.top_p is not None else None)
 
-    def decode(state, tokens, lengths, rngs, temperature, top_p):
+    def decode(state, tokens, lengths, rngs, temperature, top_p, adapter_ids=None):
+        with adapter_rows(adapter_ids):  # read by stacked LoRA adapters while tracing
+            return run(state, tokens, lengths, rngs, temperature, top_p)
+
+    def run(state, tokens, lengths, rngs, temperature, top_p):
         _trace_count[0] += 1
         model = nnx.merge(graphdef, state)
         io = steps_for(model)  # decoder-only or encoder-decoder prefill and step
@@ -178,8 +186,8 @@ def _leaf_signature(x) -> tuple:
 def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, *args
                        ) -> tuple[Callable, bool]:
     """The compiled program for these settings and input shapes, and whether it was just built.
-    `args`: the decode function's (tokens, lengths, rngs, temperature, top_p). Compiling ahead of
-    time (lower + compile) keeps compilation out of the time to first token."""
+    `args`: the decode function's (tokens, lengths, rngs, temperature, top_p[, adapter_ids]).
+    Compiling ahead of time (lower + compile) keeps compilation out of the time to first token."""
     leaves, treedef = jax.tree.flatten(state)
     key = (graphdef, settings.program_key(), treedef, tuple(_leaf_signature(x) for x in leaves),
            tuple(_leaf_signature(x) for x in args))

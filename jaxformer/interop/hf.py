@@ -208,11 +208,14 @@ def _build(config: Any, params: dict[tuple, np.ndarray]) -> nnx.Module:
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
 
 
-def load(path: str | Path, *, dtype: str | None = None, **overrides) -> tuple[Any, nnx.Module]:
+def load(path: str | Path, *, dtype: str | None = None, adapter: str | Path | None = None,
+         **overrides) -> tuple[Any, nnx.Module]:
     """Load a local HF directory of a supported architecture (GPT2LMHeadModel, LlamaForCausalLM,
-    T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel).
+    the six BERT classes, T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel).
 
     dtype: "float32" (default), "bfloat16" or "float16" for both the parameters and the compute.
+    adapter: a peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to
+    attach, as `jaxformer.finetune.load_adapter` does (merge it with `finetune.merge`).
     overrides: config fields that leave parameter shapes alone (`attention_impl`, `remat`,
     `dropout`). Returns (config, model) with the weights in place and `scan_layers=False`.
     """
@@ -238,7 +241,13 @@ def load(path: str | Path, *, dtype: str | None = None, **overrides) -> tuple[An
             f"cannot override {', '.join(bad)} when loading a checkpoint (they come from its "
             f"config.json); allowed: dtype, {', '.join(LOAD_OVERRIDES)}")
     config = config.replace(**overrides)
-    return config, _build(config, load_params(path, config))
+    model = _build(config, load_params(path, config))
+    if adapter is not None:
+        from jaxformer.finetune.adapters import load_adapter
+
+        _, arch = converter_for(read_config(path))
+        load_adapter(model, adapter, config, arch=arch)
+    return config, model
 
 
 def save(path: str | Path, config: Any, model: nnx.Module | nnx.State, *,

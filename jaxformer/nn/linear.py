@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxformer.nn.lora import add_update
 from jaxformer.nn.params import Initializer, normal, param, zeros
 
 
@@ -56,4 +57,5 @@ class Linear(nnx.Module):
         y = y.reshape(*lead, *y.shape[1:])
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)
-        return y
+        # A LoRA adapter attached by `jaxformer.finetune` (the `lora` attribute; none by default).
+        return add_update(self, x, y)

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxformer.config import Config
 from jaxformer.errors import ConfigError, UserError
+from jaxformer.finetune.base import create_from_base, finish_run, prepare_run_dir
 from jaxformer.parallel import ParallelPlan
 from jaxformer.tasks import make_task
 from jaxformer.train.checkpoint import Checkpointer
@@ -61,9 +62,11 @@ def devices_used(state) -> int:
 
 def prepare_run(config: Config, run: RunDir, say):
     """The task's data and the resolved config, all checked before any compute (nothing is
-    written: `write_run_files` does that once the run is known to be able to start). A resumed run
-    must keep the model, task and data sections of the saved config."""
+    written but a fine-tuning run's copy of its base run's tokenizer: `write_run_files` writes the
+    rest once the run is known to be able to start). A resumed run must keep the model, task,
+    data and finetune sections of the saved config."""
     task = make_task(config)
+    prepare_run_dir(config, run)  # a fine-tuning run reuses its base run's tokenizer
     config = task.prepare(run, say)
     check_same_run(run, config)
     return config, task
@@ -125,6 +128,9 @@ def restore_or_create(config: Config, checkpointer: Checkpointer, data_iterator,
         if resume is True:
             raise UserError(f"train.resume=true but {checkpointer.directory} holds no readable "
                             f"checkpoint: drop train.resume to start afresh")
+    if config.finetune.base:
+        say(f"starting from the weights of {config.finetune.base}")
+        return create_from_base(config, plan), 0
     return plan.create(state_init(config)), 0
 
 
@@ -317,6 +323,7 @@ def train(config: Config) -> TrainResult:
         model = nnx.merge(graphdef, state.params, state.frozen)
         result.report = task.report(model, say)
         result.sample = result.report.get("sample")
+        finish_run(model, config, run, say)  # a LoRA run writes its adapter alone
     return result
 
 

@@ -55,4 +55,9 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     adamw = optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
                         weight_decay=config.weight_decay,
                         mask=decay_mask(tuple(config.weight_decay_params)))
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw) if config.grad_clip else adamw
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw) if config.grad_clip else adamw
+    if config.loss_scale == "dynamic":  # float16 training: see jaxformer/train/loss_scale.py
+        from jaxformer.train.loss_scale import with_loss_scale
+
+        tx = with_loss_scale(tx)
+    return tx

@@ -82,11 +82,11 @@ def config_changes(saved: Config, config: Config, sections=("model", "data", "op
 
 
 def check_same_run(run: RunDir, config: Config) -> None:
-    """A rerun must keep the model, task and data sections of the saved config (its checkpoints
-    and tokenizer depend on them): a ConfigError naming each changed key otherwise."""
+    """A rerun must keep the model, task, data and finetune sections of the saved config (its
+    checkpoints and tokenizer depend on them): a ConfigError naming each changed key otherwise."""
     if not run.config.exists():
         return
-    changes = config_changes(saved_config(run), config, ("model", "task", "data"))
+    changes = config_changes(saved_config(run), config, ("model", "task", "data", "finetune"))
     if changes:
         raise ConfigError(
             f"{run.root} holds a run whose config differs: {'; '.join(changes)}. Its checkpoints "

@@ -35,16 +35,32 @@ def split_model(model: nnx.Module, config: Config):
     return nnx.split(model, trainable_filter(config.train.trainable), ...)
 
 
+def build_run_model(config: Config, rng: jax.Array, base: nnx.State | None = None) -> nnx.Module:
+    """The run's model: the family's (random, or holding `base`, the plain model's state),
+    rewritten as `config.finetune` says (LoRA, a quantized base, a soft prompt; see
+    `jaxformer.finetune`)."""
+    from jaxformer.finetune.rewrite import apply_finetune  # imports the train package itself
+
+    rngs = nnx.Rngs(params=rng)
+    if base is None:
+        model = build_model(config.model, rngs=rngs)
+    else:
+        model = nnx.merge(nnx.graphdef(abstract_model(config.model)), base)
+    return apply_finetune(model, config, rngs)
+
+
 def model_graphdef(config: Config) -> nnx.GraphDef:
     """The static structure to `nnx.merge(graphdef, params, frozen)`; nothing is allocated."""
-    graphdef, _, _ = split_model(abstract_model(config.model), config)
+    graphdef, _, _ = split_model(
+        nnx.eval_shape(lambda: build_run_model(config, jax.random.PRNGKey(0))), config)
     return graphdef
 
 
-def init_train_state(config: Config, rng: jax.Array) -> TrainState:
-    """rng: a raw uint32 [2] key (`jax.random.PRNGKey(seed)`). Pure: same rng, same state."""
+def init_train_state(config: Config, rng: jax.Array, base: nnx.State | None = None) -> TrainState:
+    """rng: a raw uint32 [2] key (`jax.random.PRNGKey(seed)`). Pure: same rng, same state.
+    base: the plain model's weights to start from (`jaxformer.finetune.base`); None: random."""
     init_rng, dropout_rng = jax.random.split(rng)
-    _, params, frozen = split_model(build_model(config.model, rngs=nnx.Rngs(params=init_rng)), config)
+    _, params, frozen = split_model(build_run_model(config, init_rng, base), config)
     if not jax.tree.leaves(params):
         raise ConfigError(f"train.trainable={list(config.train.trainable)} selects none of the "
                           f"model's variables: nothing would train")

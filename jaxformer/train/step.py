@@ -15,6 +15,8 @@ import optax
 from flax import nnx
 
 from jaxformer.config import Config
+from jaxformer.nn.lora import dropout_key as lora_dropout_key
+from jaxformer.train.loss_scale import current_scale
 from jaxformer.train.optimizer import make_schedule
 from jaxformer.train.state import TrainState
 from jaxformer.train.trainable import trainable_filter
@@ -34,7 +36,8 @@ def make_objective(graphdef: nnx.GraphDef, task, config: Config, *, normalize: b
 
     def objective(params, frozen, batch, dropout_rng):
         model = nnx.merge(graphdef, params, frozen)
-        output = model(**task.model_inputs(batch), dropout_rng=dropout_rng)
+        with lora_dropout_key(dropout_rng):  # LoRA dropout's key (the call does not reach it)
+            output = model(**task.model_inputs(batch), dropout_rng=dropout_rng)
         total, count, metrics = task.loss(output, batch)
         extra = aux_total(output.aux, weights)
         if normalize:
@@ -78,14 +81,20 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, co
     """
     schedule = make_schedule(config.optimizer)
     accum = config.optimizer.grad_accum_steps
-    grad_fn = jax.value_and_grad(make_objective(graphdef, task, config, normalize=accum == 1),
-                                 has_aux=True)
+    objective = make_objective(graphdef, task, config, normalize=accum == 1)
+
+    def scaled(params, frozen, batch, rng, scale):  # float16: S * loss (train/loss_scale.py)
+        value, extras = objective(params, frozen, batch, rng)
+        return value * scale, extras
+
+    grad_fn = jax.value_and_grad(scaled, has_aux=True)
 
     def micro_step(state: TrainState, frozen, batch, index):
         """Gradients and sums of one (micro-)batch; `index` counts micro-batches since the start
         and picks the dropout key."""
         rng = jax.random.fold_in(state.rng, index)
-        (_, (total, count, metrics, aux, frozen)), grads = grad_fn(state.params, frozen, batch, rng)
+        (_, (total, count, metrics, aux, frozen)), grads = grad_fn(
+            state.params, frozen, batch, rng, current_scale(state.opt_state))
         return grads, as_sums(total, count, metrics, aux), frozen
 
     def gradients(state: TrainState, batch):
@@ -111,7 +120,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, co
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {name: total / jnp.maximum(count, 1.0) for name, (total, count) in sums.items()}
-        metrics |= {"grad_norm": optax.tree.norm(grads),
+        metrics |= {"grad_norm": optax.tree.norm(grads) / current_scale(state.opt_state),
                     "lr": jnp.asarray(schedule(state.step), jnp.float32)}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   frozen=frozen)
