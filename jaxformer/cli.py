@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, OSError) as e:  # OSError: a file that cannot be read or written
         if os.environ.get("JAXFORMER_DEBUG"):
             raise
         print(f"jaxformer {args.command}: error: {e}", file=sys.stderr)

@@ -11,7 +11,8 @@ from jaxformer.errors import ConfigError
 from jaxformer.models.costs import count_params
 from jaxformer.models.registry import get_family
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Inside the package, so an installed wheel has them (in a checkout it links to configs/).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 __all__ = ["CONFIG_DIR", "count_params", "find_config", "load_model_config", "preset_names"]
 
@@ -33,6 +34,22 @@ def find_config(name_or_path: str | Path) -> Path:
     close = difflib.get_close_matches(str(name_or_path), preset_names(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else f" Presets: {', '.join(preset_names())}."
     raise FileNotFoundError(f"no preset named {name_or_path!r} in {CONFIG_DIR}.{hint}")
+
+
+def read_yaml(path: Path) -> DictConfig:
+    """A YAML config file as a mapping; ConfigError (one line) when it does not parse, is empty,
+    or its top level is not a mapping of sections."""
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # a YAML syntax error, or a lone scalar: one line that says where
+        raise ConfigError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, data:, "
+                          f"optimizer:, mesh:, train:), not a {type(loaded).__name__[:-6].lower()}")
+    if not loaded:
+        raise ConfigError(f"{path} is empty: give at least one section (e.g. model:), or name a "
+                          f"preset ({', '.join(preset_names()[:3])}, ...)")
+    return loaded
 
 
 def checked_merge(schema, *sources, prefix: str = ""):
@@ -77,7 +94,7 @@ def model_config_from_dict(values: dict):
 
 def load_model_config(name_or_path: str | Path, **overrides):
     """The `model:` section of a preset or YAML file, with keyword overrides."""
-    raw = OmegaConf.to_container(OmegaConf.load(find_config(name_or_path)), resolve=True)
+    raw = OmegaConf.to_container(read_yaml(find_config(name_or_path)), resolve=True)
     if "model" not in raw:
         raise ConfigError(f"{name_or_path}: no 'model:' section")
     return model_config_from_dict({**raw["model"], **overrides})

@@ -5,10 +5,10 @@ import pytest
 from jaxformer.config import Config, load_config, save_config
 from jaxformer.errors import ConfigError
 from jaxformer.models.costs import count_params
+from jaxformer.presets import load_model_config
 from jaxformer.tasks import make_task
 from jaxformer.train import RunDir
 
-from locations import SHAKESPEARE
 
 
 def test_cpu_preset_is_nanogpts_baby_model():
@@ -77,7 +77,7 @@ def test_unknown_preset_suggests_close_names():
 
 
 def test_vocab_size_zero_means_from_the_tokenizer(tmp_path):
-    config = load_config("shakespeare_char_cpu", ["model.vocab_size=0", f"data.corpus={SHAKESPEARE}"])
+    config = load_config("shakespeare_char_cpu", ["model.vocab_size=0"])
     said = []
     resolved = make_task(config).prepare(RunDir(tmp_path / "run"), said.append)
     assert resolved.model.vocab_size == 65 and said == ["model.vocab_size set to 65, the tokenizer's "
@@ -91,3 +91,18 @@ def test_saved_config_loads_back_equal(tmp_path):
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert isinstance(load_config(None), Config)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("- model\n- train\n", "the top level must be a mapping of sections"),
+    ("", "is empty"),
+    ("# nothing but a comment\n", "is empty"),
+])
+def test_yaml_that_is_not_a_mapping_of_sections_is_a_clear_error(tmp_path, text, named):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=named) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=named):
+        load_model_config(path)

@@ -1,6 +1,7 @@
-"""The corpus registry: local copies, checksums, downloads (through a replaced fetch function,
-never the network) and the offline error; paths to files and directories."""
+"""The corpus registry: the packaged copy, local copies, checksums, downloads (through a replaced
+fetch function, never the network) and the offline error; paths to files and directories."""
 
+import gzip
 import hashlib
 import shutil
 import urllib.error
@@ -11,57 +12,86 @@ from jaxformer.data import corpus as corpus_module
 from jaxformer.data import load_corpus
 from jaxformer.errors import UserError
 
-SHARED_COPY = corpus_module.REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-EXPECTED_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+EXPECTED_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # published
+PACKAGED = corpus_module.PACKAGE_DIR / "tinyshakespeare.txt.gz"
+
+
+@pytest.fixture(scope="module")
+def reference_copy(tmp_path_factory):
+    """input.txt as a user would download it (here: unpacked from the package's copy)."""
+    path = tmp_path_factory.mktemp("reference") / "input.txt"
+    path.write_bytes(gzip.decompress(PACKAGED.read_bytes()))
+    return path
 
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No JAXFORMER_DATA_DIR, an empty cache, no shared copy beside the repo."""
+    """No packaged copy, no JAXFORMER_DATA_DIR, an empty cache, no shared copy beside the repo."""
+    monkeypatch.setattr(corpus_module, "PACKAGE_DIR", tmp_path / "nowhere" / "package")
     monkeypatch.delenv("JAXFORMER_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(corpus_module, "REPO_ROOT", tmp_path / "nowhere" / "repo")
     return tmp_path
 
 
-def copy_fetch(calls):
+def copy_fetch(calls, source):
     def fetch(url, destination):
         calls.append(url)
-        shutil.copyfile(SHARED_COPY, destination)
+        shutil.copyfile(source, destination)
     return fetch
 
 
-def test_registered_sha256_is_the_published_one():
+def test_packaged_copy_is_the_published_text_and_comes_first(monkeypatch, caplog):
     assert corpus_module.REGISTRY["tinyshakespeare"].sha256 == EXPECTED_SHA256
-    assert hashlib.sha256(SHARED_COPY.read_bytes()).hexdigest() == EXPECTED_SHA256
-
-
-def test_shared_copy_beside_the_repo_is_used(monkeypatch, caplog):
-    monkeypatch.delenv("JAXFORMER_DATA_DIR", raising=False)
+    assert hashlib.sha256(gzip.decompress(PACKAGED.read_bytes())).hexdigest() == EXPECTED_SHA256
+    monkeypatch.setenv("JAXFORMER_DATA_DIR", "/nonexistent")  # not even looked at
     monkeypatch.setattr(corpus_module, "fetch", lambda *a: pytest.fail("must not download"))
     with caplog.at_level("INFO", logger="jaxformer.data.corpus"):
         corpus = load_corpus("tinyshakespeare")
-    assert corpus.source == SHARED_COPY and corpus.is_single_text
-    assert len(corpus.text) == 1_115_394
-    assert str(SHARED_COPY) in caplog.text
+    assert corpus.source == PACKAGED and corpus.is_single_text
+    assert len(corpus.text) == 1_115_394 and len(set(corpus.text)) == 65
+    assert "packaged copy" in caplog.text
+
+
+def test_damaged_packaged_copy_is_an_error(tmp_path, monkeypatch):
+    package = tmp_path / "package"
+    package.mkdir()
+    monkeypatch.setattr(corpus_module, "PACKAGE_DIR", package)
+    (package / "tinyshakespeare.txt.gz").write_bytes(gzip.compress(b"First Citizen:\n"))
+    with pytest.raises(UserError, match="has sha256 .* reinstall"):
+        load_corpus("tinyshakespeare")
+    (package / "tinyshakespeare.txt.gz").write_bytes(PACKAGED.read_bytes()[:1000])  # truncated
+    with pytest.raises(UserError, match="cannot be decompressed"):
+        load_corpus("tinyshakespeare")
+
+
+def test_shared_copy_beside_the_repo_is_used(isolated, monkeypatch, caplog, reference_copy):
+    shared = isolated / "nowhere" / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    shared.parent.mkdir(parents=True)
+    shutil.copyfile(reference_copy, shared)
+    monkeypatch.setattr(corpus_module, "fetch", lambda *a: pytest.fail("must not download"))
+    with caplog.at_level("INFO", logger="jaxformer.data.corpus"):
+        corpus = load_corpus("tinyshakespeare")
+    assert corpus.source == shared and len(corpus.text) == 1_115_394
+    assert str(shared) in caplog.text
 
 
 @pytest.mark.parametrize("layout", ["input.txt", "tinyshakespeare/input.txt"])
-def test_data_dir_layouts(isolated, monkeypatch, layout):
+def test_data_dir_layouts(isolated, monkeypatch, layout, reference_copy):
     data_dir = isolated / "data"
     (data_dir / layout).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(SHARED_COPY, data_dir / layout)
+    shutil.copyfile(reference_copy, data_dir / layout)
     monkeypatch.setenv("JAXFORMER_DATA_DIR", str(data_dir))
     monkeypatch.setattr(corpus_module, "fetch", lambda *a: pytest.fail("must not download"))
     assert load_corpus("tinyshakespeare").source == data_dir / layout
 
 
-def test_download_verifies_and_caches(isolated, monkeypatch):
+def test_download_verifies_and_caches(isolated, monkeypatch, reference_copy):
     calls = []
-    monkeypatch.setattr(corpus_module, "fetch", copy_fetch(calls))
+    monkeypatch.setattr(corpus_module, "fetch", copy_fetch(calls, reference_copy))
     corpus = load_corpus("tinyshakespeare")
     expected = isolated / "cache" / "jaxformer" / "tinyshakespeare" / "input.txt"
-    assert corpus.source == expected and expected.read_bytes() == SHARED_COPY.read_bytes()
+    assert corpus.source == expected and expected.read_bytes() == reference_copy.read_bytes()
     assert calls == ["https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
                      "tinyshakespeare/input.txt"]
     load_corpus("tinyshakespeare")  # now cached: no second download
@@ -69,11 +99,11 @@ def test_download_verifies_and_caches(isolated, monkeypatch):
     assert list(expected.parent.iterdir()) == [expected]  # no temporary file left
 
 
-def test_download_with_a_file_url(isolated, monkeypatch):
+def test_download_with_a_file_url(isolated, monkeypatch, reference_copy):
     """The real fetch function, pointed at a file:// URL instead of the network."""
     spec = corpus_module.REGISTRY["tinyshakespeare"]
     monkeypatch.setitem(corpus_module.REGISTRY, "tinyshakespeare",
-                        corpus_module.RegisteredCorpus(spec.name, SHARED_COPY.as_uri(),
+                        corpus_module.RegisteredCorpus(spec.name, reference_copy.as_uri(),
                                                        spec.sha256))
     assert len(load_corpus("tinyshakespeare").text) == 1_115_394
 

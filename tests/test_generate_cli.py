@@ -6,22 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # the HF extra (the README's test command installs it): missing, these tests fail
 
 from jaxformer.cli import main
-
-from locations import SHAKESPEARE
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
 
 PROMPT = "ROMEO: But soft"
 
 
 def training_text() -> str:
-    if SHAKESPEARE.exists():
-        return SHAKESPEARE.read_text(encoding="utf-8")[:50_000]
-    return "the quick brown fox jumps over the lazy dog. " * 500
+    from jaxformer.data import load_corpus
+
+    return load_corpus("tinyshakespeare").text[:50_000]
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +125,16 @@ def test_attention_png_and_weights_equal_transformers(hf_dir, tmp_path, capsys):
         theirs = reference(torch.tensor([ids]), output_attentions=True).attentions
     expected = np.stack([a[0].numpy() for a in theirs])  # [layers, heads, query, key]
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_attention_figure_has_a_colour_bar_and_names_its_axes(tmp_path):
+    from jaxformer.commands.attention import attention_figure, plot
+
+    weights = np.random.default_rng(0).dirichlet(np.ones(4), size=(2, 3, 4))  # [layer, head, q, k]
+    fig = attention_figure(weights, [0, 1], [0, 2], list("abcd"), "title")
+    assert fig.get_supylabel().startswith("query") and fig.get_supxlabel().startswith("key")
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "attention weight"]
+    assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
+    assert len(fig.axes) == 2 * 2 + 1  # the cells and the bar
+    plot(weights, [1], [2], None, tmp_path / "a.png", "title")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,10 +5,7 @@ import pytest
 
 from jaxformer.cli import main
 
-from locations import SHAKESPEARE
 
-
-@pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
 def test_generate_from_a_run_directory(tmp_path, capsys):
     from jaxformer.config import load_config
     from jaxformer.generate import generate
@@ -16,7 +13,7 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
 
     run_dir = tmp_path / "run"
     train(load_config("shakespeare_char_cpu", [
-        f"data.corpus={SHAKESPEARE}", f"train.run_dir={run_dir}", "model.d_model=32",
+        "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=32",
         "model.num_layers=1", "model.num_heads=2", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_batches=1",
         "train.log_every=1", "train.checkpoint_every=2", "train.progress=false",
@@ -39,3 +36,21 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
     from jaxformer.generate import generate_past_context
     expected = generate_past_context(model, tokenizer.encode("ROMEO:"), 60, temperature=0.0)
     assert capsys.readouterr().out == "ROMEO:" + tokenizer.decode(expected) + "\n"
+    # Errors about the flags name the flags.
+    for flags, named in ((["--max-new-tokens", "0"], "argument --max-new-tokens: must be a positive"),
+                         (["--top-k", "0"], "argument --top-k: must be a positive integer"),
+                         (["--top-p", "1.5"], "argument --top-p: must be in (0, 1]")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["generate", str(run_dir), "--prompt", "ROMEO:", *flags])
+        assert exit_info.value.code == 2 and named in capsys.readouterr().err
+
+    # Sampling reads the parameters only and writes nothing: with an optimizer setting whose
+    # state has another structure (training could not resume with it), the parameters still load.
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("grad_clip: 1.0", "grad_clip: 0.0"))
+    assert "grad_clip: 0.0" in config.read_text()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                 "--max-new-tokens", "16"]) == 0
+    assert capsys.readouterr().out == text
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

@@ -111,3 +111,42 @@ def test_bucket_lengths_bound_the_padding():
         assert n <= b <= 1024
         assert b <= max(2 * n, 16) if n <= 256 else b - n < 256
     assert bucket_length(20, 24) == 24  # never past the context
+
+
+SAMPLING = {"top_k": dict(temperature=0.9, top_k=8), "top_p": dict(temperature=1.2, top_p=0.85),
+            "top_k_top_p": dict(temperature=1.0, top_k=20, top_p=0.9)}
+
+
+@pytest.mark.parametrize("sampling", SAMPLING.values(), ids=SAMPLING.keys())
+def test_each_row_with_its_seed_gets_what_its_prompt_gets_alone(sampling):
+    model = MODELS["tiny-gpt2"]
+    seeds = [11, 3, 7]  # three prompts of different lengths (7, 1 and 19 tokens)
+    together = generate(model, PROMPTS, 10, seed=seeds, **sampling)
+    alone = [generate(model, [prompt], 10, seed=[s], **sampling)[0]
+             for prompt, s in zip(PROMPTS, seeds)]
+    assert together == alone
+    assert generate(model, PROMPTS, 10, seed=[12, 4, 8], **sampling) != together  # seeds matter
+    # An int seed s gives row i the stream of seed s + i.
+    assert generate(model, PROMPTS, 10, seed=3, **sampling) == [
+        generate(model, [prompt], 10, seed=3 + i, **sampling)[0] for i, prompt in enumerate(PROMPTS)]
+
+
+def test_an_int_seed_gives_identical_prompts_different_continuations():
+    model = MODELS["tiny-llama"]
+    rows = generate(model, [PROMPTS[0]] * 3, 12, temperature=1.0, seed=0)
+    assert len({tuple(row) for row in rows}) == 3, rows
+    with pytest.raises(UserError, match="one per prompt"):
+        generate(model, [PROMPTS[0]] * 3, 4, seed=[1, 2])
+
+
+def test_temperature_and_top_p_values_do_not_recompile():
+    model = MODELS["tiny-gpt2"]
+    clear_compile_cache()
+    before = trace_count()
+    first = generate(model, PROMPTS, 8, temperature=0.7, top_p=0.9, seed=1)
+    second = generate(model, PROMPTS, 8, temperature=1.6, top_p=0.5, seed=1)
+    assert trace_count() - before == 1  # one program for both
+    assert first != second
+    clear_compile_cache()  # the same values in a program of their own: the same tokens
+    assert generate(model, PROMPTS, 8, temperature=1.6, top_p=0.5, seed=1) == second
+    assert trace_count() - before == 2

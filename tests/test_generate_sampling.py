@@ -126,3 +126,12 @@ def test_all_minus_inf_but_one_is_deterministic():
     logits = jnp.array([[0.0, 5.0, 1.0], [3.0, -1.0, 2.0]])
     got = sampling.sample(logits, jax.random.key(0), top_k=1)
     np.testing.assert_array_equal(np.asarray(got), [1, 0])
+
+
+def test_keys_per_row_draw_each_row_on_its_own():
+    logits = random_logits(7, batch=5)
+    keys = jnp.stack([jax.random.key(s) for s in (4, 0, 9, 9, 2)])
+    for kw in (dict(temperature=1.0), dict(temperature=0.7, top_k=5), dict(temperature=1.0, top_p=0.8)):
+        together = sampling.sample(logits, keys, **kw)
+        alone = [int(sampling.sample(logits[i:i + 1], keys[i:i + 1], **kw)[0]) for i in range(5)]
+        assert together.tolist() == alone

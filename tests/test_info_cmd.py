@@ -72,3 +72,13 @@ def test_bad_overrides_are_one_line(capsys, argv, expected):
     code, out, err = run_info(capsys, *argv)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_each_symbol_names_one_quantity(capsys):
+    code, out, err = run_info(capsys, "gpt2-small")
+    assert code == 0, err
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("Sizes")))
+    symbols = [line.split()[0] for line in lines[start + 1:] if line.strip()][:6]
+    assert symbols == ["V", "D", "C", "H", "I", "L"]
+    assert "without position tables (N)" in out and "6N" in out  # N: parameters only

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from locations import REPO, subprocess_env
 STEPS, BATCH, SEQ = 5, 8, 16
 
 
@@ -93,7 +93,7 @@ def launch(out_dir: Path, processes: int, devices_per_process: int) -> dict:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "launch_local.py"), "-n", str(processes),
          "--cpu-devices", str(devices_per_process), "--", sys.executable, __file__, str(out_dir)],
-        capture_output=True, text=True, timeout=240, cwd=REPO)
+        capture_output=True, text=True, timeout=240, cwd=REPO, env=subprocess_env())  # this checkout
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return json.loads((out_dir / "losses.json").read_text())
 

@@ -13,7 +13,6 @@ from jaxformer.config import load_config
 from jaxformer.generate import generate
 from jaxformer.train import load_run, train
 
-from locations import SHAKESPEARE
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "shakespeare_cpu_reference.json").read_text())
 
@@ -21,7 +20,7 @@ REFERENCE = json.loads((Path(__file__).parent / "data" / "shakespeare_cpu_refere
 def test_shakespeare_cpu_losses_and_greedy_tokens_are_unchanged(tmp_path):
     run_dir = tmp_path / "run"
     train(load_config("shakespeare_char_cpu", [
-        f"data.corpus={SHAKESPEARE}", f"train.run_dir={run_dir}", "train.steps=200",
+        f"train.run_dir={run_dir}", "train.steps=200",
         "train.log_every=1", "train.eval_batches=0", "train.progress=false",
         "train.sample_tokens=0", "train.checkpoint_every=200"]))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

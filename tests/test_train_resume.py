@@ -9,9 +9,7 @@ import pytest
 
 # config_path is a fixture: importing it makes it available here.
 from locations import subprocess_env
-from train_subprocess import SHAKESPEARE, command, config_path, train_losses  # noqa: F401
-
-pytestmark = pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
+from train_subprocess import command, config_path, train_losses  # noqa: F401
 
 
 def test_killed_run_resumes_step_for_step(tmp_path, config_path):

@@ -15,12 +15,11 @@ from jaxformer.train.eval import evaluate, make_eval_step
 from jaxformer.tasks import make_task
 from jaxformer.train.state import model_graphdef, split_model
 
-from locations import SHAKESPEARE
 
 
 def tiny_run(run_dir, *extra):
     return load_config("shakespeare_char_cpu", [
-        f"data.corpus={SHAKESPEARE}", f"train.run_dir={run_dir}", "model.d_model=64",
+        "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=64",
         "model.num_layers=2", "model.num_heads=4", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=16", "optimizer.lr=3e-3", "optimizer.warmup_steps=10",
         "optimizer.decay_steps=200", "train.steps=150", "train.eval_every=75",
@@ -28,18 +27,17 @@ def tiny_run(run_dir, *extra):
         "train.progress=false", "train.sample_tokens=40", *extra])
 
 
-def unigram_entropy(path: Path) -> float:
+def unigram_entropy(text: str) -> float:
     """Entropy (nats) of the character distribution: the loss of the best context-free model."""
-    counts = collections.Counter(path.read_text(encoding="utf-8"))
+    counts = collections.Counter(text)
     total = sum(counts.values())
     return -sum(c / total * math.log(c / total) for c in counts.values())
 
 
-@pytest.mark.skipif(not SHAKESPEARE.exists(), reason="Tiny Shakespeare not found")
 def test_short_run_beats_unigram_entropy_and_writes_run_dir(tmp_path, capsys):
     run_dir = tmp_path / "run"
     result = train(tiny_run(run_dir))
-    entropy = unigram_entropy(SHAKESPEARE)
+    entropy = unigram_entropy(load_corpus("tinyshakespeare").text)
     assert 3.2 < entropy < 3.4  # ln(65) = 4.17 would be a uniform guess
     assert result.step == 150
     print(f"val loss {result.val_loss:.3f}, unigram entropy {entropy:.3f}")

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from locations import SHAKESPEARE
 
 
 TINY = f"""
 model: {{vocab_size: 65, d_model: 32, num_layers: 2, num_heads: 2, max_seq_len: 32,
         use_bias: false, activation: gelu, dropout: 0.1}}
-data: {{corpus: "{SHAKESPEARE}", tokenizer: char}}
+data: {{corpus: tinyshakespeare, tokenizer: char}}
 optimizer: {{lr: 3.0e-3, min_lr: 1.0e-4, warmup_steps: 5, decay_steps: 400}}
 train: {{batch_size: 8, seq_len: 32, steps: 100, eval_every: 1000, eval_batches: 0,
         log_every: 1, checkpoint_every: 10, keep_checkpoints: 100, progress: false,

@@ -5,8 +5,9 @@
 
 The model is rebuilt with the einsum attention implementation, whose softmax weights each layer
 sows as an `nnx.Intermediate` ("attention_weights", [batch, heads, query, key]). Cell (l, h) shows
-layer l, head h: row i is how much token i attends to each earlier token. Token labels are drawn
-when the text is short enough to read them.
+layer l, head h: row i (the query) is how much token i attends to each earlier token (the keys),
+on the colour bar's scale. Token labels are drawn when the text is short enough to read them.
+`attention_figure` gives the same picture as a matplotlib Figure (a notebook shows it inline).
 """
 
 import argparse
@@ -62,22 +63,22 @@ def pick(spec: str | None, count: int, name: str) -> list[int]:
     return chosen
 
 
-def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[str] | None,
-         out: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def attention_figure(weights: np.ndarray, layers: list[int], heads: list[int],
+                     labels: list[str] | None, title: str):
+    """A matplotlib Figure: one cell per (layer, head), queries down, keys across, a colour bar."""
     from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
 
     cell = 2.2 if labels is None else max(2.2, 0.16 * len(labels))
-    fig, axes = plt.subplots(len(layers), len(heads), squeeze=False,
-                             figsize=(cell * len(heads) + 0.6, cell * len(layers) + 0.8))
+    fig = Figure(figsize=(cell * len(heads) + 1.6, cell * len(layers) + 1.0), layout="constrained")
+    axes = fig.subplots(len(layers), len(heads), squeeze=False)
+    # A square-root colour scale keeps the small weights of long rows visible.
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
     for r, layer in enumerate(layers):
         for c, head in enumerate(heads):
             ax = axes[r, c]
-            # A square-root colour scale keeps the small weights of long rows visible.
-            ax.imshow(weights[layer, head], cmap="viridis", interpolation="nearest",
-                      norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0))
+            image = ax.imshow(weights[layer, head], cmap="viridis", interpolation="nearest",
+                              norm=norm)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -90,11 +91,18 @@ def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[
                     ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
                 if c == 0:
                     ax.set_yticks(ticks, labels, fontsize=6)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    fig.supxlabel("key (the token attended to)", fontsize=9)
+    fig.supylabel("query (the token attending)", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    return fig
+
+
+def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[str] | None,
+         out: Path, title: str) -> None:
+    fig = attention_figure(weights, layers, heads, labels, title)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
 
 
 def run(args) -> int:

@@ -24,6 +24,21 @@ from jaxformer.generate.streaming import TextStream, TokenTimer
 DEFAULT_NEW_TOKENS = 100
 
 
+def checked(kind, ok, what: str):
+    """An argparse type: `kind(text)`, refused unless `ok(value)`; argparse then names the flag
+    ("argument --top-k: must be a positive integer, got 0")."""
+    def parse(text: str):
+        value = kind(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse's "invalid int value" for text that is no number
+    return parse
+
+
+POSITIVE_INT = checked(int, lambda v: v >= 1, "a positive integer")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="RUN_DIR_OR_HF_DIR",
                         help="a `jaxformer train` run directory or a HuggingFace model directory")
@@ -35,14 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--prompt-ids", action="append", metavar="IDS",
                         help="a prompt as comma-separated token ids (repeatable); works without "
                              "a tokenizer, and then prints token ids")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
+    parser.add_argument("--max-new-tokens", type=POSITIVE_INT, default=None,
                         help=f"tokens to generate per prompt (default: {DEFAULT_NEW_TOKENS}, or "
                              f"fewer if the model's context is shorter)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default: 0.8)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
-    parser.add_argument("--top-p", type=float, default=None,
+    parser.add_argument("--temperature", type=checked(float, lambda v: v >= 0, ">= 0"), default=0.8,
+                        help="0 is greedy (default: 0.8)")
+    parser.add_argument("--top-k", type=POSITIVE_INT, default=None,
+                        help="sample among the k most likely")
+    parser.add_argument("--top-p", type=checked(float, lambda v: 0 < v <= 1, "in (0, 1]"),
+                        default=None,
                         help="sample from the smallest set of tokens holding probability p")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed; prompt i uses seed + i, and gets the text it would get "
+                             "alone with that seed (default: 0)")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                         help="print text as it is produced (one prompt only; default: on)")
     parser.add_argument("--tokenizer", metavar="PATH", default=None,
@@ -110,7 +130,8 @@ def run(args) -> int:
                              stop_tokens=[] if args.ignore_eos else source.stop_tokens,
                              stream=True)
     config = source.model.config
-    check_request(prompts, new_tokens, vocab_size=config.vocab_size, max_seq_len=config.max_seq_len)
+    check_request(prompts, new_tokens, vocab_size=config.vocab_size, max_seq_len=config.max_seq_len,
+                  cli=True)
 
     streaming = args.stream and len(prompts) == 1 and tokenizer is not None
     stream = TextStream(tokenizer) if streaming else None

@@ -1,9 +1,10 @@
 """`jaxformer info CONFIG`: what a model is and what it costs, without building it.
 
 Parameters are counted from abstract shapes (nothing is allocated, so Llama 3.1 8B works on a
-laptop); training FLOPs per token follow PaLM appendix B: 6N + 12 * layers * d_model * T for a
-decoder, with N the parameters less position tables and T the sequence length. The family named
-by `model.family` decides the parts shown (see `jaxformer.models.registry`).
+laptop); training FLOPs per token follow PaLM appendix B: 6N + 12 L D T for a decoder, with N the
+parameters less position tables, L the layers, D d_model and T the sequence length. Each symbol
+means one thing: N is never the layer count. The family named by `model.family` decides the parts
+shown (see `jaxformer.models.registry`).
 """
 
 import argparse
@@ -91,7 +92,7 @@ def parameter_table(counts: ParamCounts, config) -> Table:
     table.columns[0].justify = "left"
     total = counts.total
     rows = [("total", total, human(total)),
-            ("without position tables (N in 6N)", counts.non_positional,
+            ("without position tables (N)", counts.non_positional,
              human(counts.non_positional))]
     if any(name in counts.groups for name in EMBEDDING_PARTS):
         tied = getattr(config, "tie_embeddings", None)

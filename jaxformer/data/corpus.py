@@ -1,12 +1,20 @@
-"""Corpora: registered names that resolve to a verified local file (downloaded once), or any
-text file or directory of `.txt` files given by path."""
+"""Corpora: registered names that resolve to verified text, or any text file or directory of
+`.txt` files given by path.
+
+A registered corpus comes, in this order, from the gzip copy shipped inside the package (Tiny
+Shakespeare: training works offline from a plain `pip install`), from a local copy
+(`$JAXFORMER_DATA_DIR`, `../shared/data/` beside a checkout, the user cache), or from its public
+URL, downloaded once. Every source is checked against the corpus's sha256.
+"""
 
 import dataclasses
+import gzip
 import hashlib
 import logging
 import os
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 from jaxformer.errors import UserError
@@ -14,6 +22,7 @@ from jaxformer.errors import UserError
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parent  # where packaged corpora live
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +33,7 @@ class RegisteredCorpus:
     url: str
     sha256: str
     filename: str = "input.txt"
+    packaged: str | None = None  # a gzip copy in jaxformer/data/, tried first
 
 
 REGISTRY = {
@@ -32,6 +42,7 @@ REGISTRY = {
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"
             "input.txt",
         sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        packaged="tinyshakespeare.txt.gz",
     ),
 }
 
@@ -130,6 +141,24 @@ def _download(spec: RegisteredCorpus, destination: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_packaged(spec: RegisteredCorpus) -> tuple[str, Path] | None:
+    """(text, path) of the copy shipped in the package, checked against its sha256; None when
+    the corpus is not packaged (or this installation left the file out)."""
+    path = PACKAGE_DIR / spec.packaged if spec.packaged else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = gzip.decompress(path.read_bytes())
+        actual = hashlib.sha256(data).hexdigest()
+        found = f"has sha256 {actual}"
+    except (OSError, EOFError, zlib.error) as e:  # a damaged gzip stream
+        actual, found = None, f"cannot be decompressed ({type(e).__name__}: {e})"
+    if actual != spec.sha256:
+        raise UserError(f"the packaged copy of {spec.name}, {path}, {found}, not the expected "
+                        f"{spec.sha256}: this jaxformer installation is damaged; reinstall it")
+    return data.decode("utf-8"), path
+
+
 def registered_path(name: str) -> Path:
     """The verified local file of a registered corpus, downloading it if no copy is found."""
     spec = REGISTRY[name]
@@ -159,6 +188,10 @@ def load_corpus(name_or_path: str | Path) -> Corpus:
     found recursively and sorted by path, are the documents."""
     name = str(name_or_path)
     if name in REGISTRY:
+        packaged = read_packaged(REGISTRY[name])
+        if packaged is not None:
+            log.info("corpus %s: using the packaged copy %s", name, packaged[1])
+            return Corpus(name=name, documents=[packaged[0]], source=packaged[1])
         path = registered_path(name)
         return Corpus(name=name, documents=[_read_text(path)], source=path)
     path = Path(name_or_path).expanduser()

@@ -1,10 +1,12 @@
 """`generate`: lists of token ids in, lists of new token ids out, through the compiled loop."""
 
 import dataclasses
+import numbers
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -13,6 +15,24 @@ from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decod
 from jaxformer.generate.prompts import bucket_length, check_request, pad_prompts
 
 TokenCallback = Callable[[int, np.ndarray, np.ndarray], None]
+Seed = int | Sequence[int]
+
+
+def row_keys(seed: Seed, batch: int) -> jax.Array:
+    """[batch] keys: row i's is `jax.random.key(seed[i])` for a list of seeds, and
+    `jax.random.key(seed + i)` for one int seed (as if seed=[seed, seed + 1, ...] were given).
+    Seeds are taken modulo 2**32."""
+    if isinstance(seed, numbers.Integral):
+        seeds = [int(seed) + i for i in range(batch)]
+    else:
+        seeds = list(seed)
+        if len(seeds) != batch or not all(isinstance(s, numbers.Integral) for s in seeds):
+            raise UserError(f"seed must be an int or a list of {batch} ints (one per prompt), "
+                            f"got {seed!r}")
+    return _keys(np.asarray([int(s) % 2**32 for s in seeds], np.uint32))
+
+
+_keys = jax.jit(jax.vmap(jax.random.key))  # one dispatch for the whole batch
 
 
 def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=None,
@@ -40,9 +60,10 @@ def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=Non
                           return_logits=return_logits)
 
 
-def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings, *, seed: int = 0,
+def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings, *, seed: Seed = 0,
            on_tokens: TokenCallback | None = None, timings: dict | None = None) -> DecodeOutput:
-    """Run the compiled loop over `prompts` (lists of token ids, any lengths).
+    """Run the compiled loop over `prompts` (lists of token ids, any lengths). `seed`: see
+    `row_keys` (row i's tokens are those of prompt i alone with row i's seed).
 
     on_tokens(step, tokens [batch], valid [batch]) is called from inside the loop as each step's
     tokens are produced (needs `settings.stream`). `timings`, if given, is filled with
@@ -62,16 +83,18 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     graphdef, state = nnx.split(model)
     bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
     tokens, lengths = pad_prompts(prompts, bucket, settings.pad_id)
-    rng = jax.random.key(seed)
+    # Traced: other values reuse the compiled program. Unused by a greedy program.
+    args = (tokens, lengths, row_keys(seed, len(prompts)),
+            jnp.float32(settings.temperature), jnp.float32(settings.top_p or 1.0))
 
     start = time.perf_counter()
-    fn, fresh = compiled_decode_fn(graphdef, settings, state, tokens, lengths, rng)
+    fn, fresh = compiled_decode_fn(graphdef, settings, state, *args)
     compiled_at = time.perf_counter()
     if on_tokens is not None:
         with token_sink(on_tokens):
-            out = jax.block_until_ready(fn(state, tokens, lengths, rng))
+            out = jax.block_until_ready(fn(state, *args))
     else:
-        out = jax.block_until_ready(fn(state, tokens, lengths, rng))
+        out = jax.block_until_ready(fn(state, *args))
     finished = time.perf_counter()
     if timings is not None:
         timings["compile_s"] = compiled_at - start if fresh else 0.0
@@ -84,15 +107,18 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
 
 def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             seed: int = 0, stop_tokens: list[int] | None = None,
+             seed: Seed = 0, stop_tokens: list[int] | None = None,
              on_tokens: TokenCallback | None = None, timings: dict | None = None) -> list[list[int]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens.
 
     temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) are applied in that
-    order and a token is drawn. The same seed gives the same tokens. A row that produces one of
-    `stop_tokens` ends there: its list ends with that token. Prompts may have different lengths;
-    each gets what it would get alone. `on_tokens(step, tokens, valid)` streams each step's tokens
-    as they are produced (see `decode`).
+    order and a token is drawn. Each row has its own random stream: with `seed` a list, row i uses
+    seed[i]; with an int, row i uses seed + i. Either way row i gets exactly the tokens its prompt
+    would get alone with its seed (so identical prompts under an int seed continue differently),
+    and the same seeds give the same tokens. Changing the temperature or top-p (between values in
+    (0, 1)) does not recompile. A row that produces one of `stop_tokens` ends there: its list ends
+    with that token. Prompts may have different lengths. `on_tokens(step, tokens, valid)` streams
+    each step's tokens as they are produced (see `decode`).
 
     Returns the new tokens of each prompt. Raises UserError for a request the model cannot serve
     (an empty prompt, a token outside the vocabulary, prompt + new tokens beyond the context).

@@ -6,12 +6,15 @@
     decode:   `jax.lax.scan` over steps t = 1 .. max_new_tokens - 1: feed token t-1 at position
               len_i + t - 1 (written at that cache slot), sample token t.
 
-Everything static (sampling rules, stop tokens, the number of new tokens, whether to stream) is in
-`DecodeSettings`; the compiled program is memoized per (graph definition, settings, input shapes), so
-prompts of a new length that fall in an old bucket reuse the old program.
+Everything static (which sampling rules apply, top-k, stop tokens, the number of new tokens,
+whether to stream) is in `DecodeSettings`; the temperature and top-p values are traced arguments,
+so changing them reuses the compiled program. The program is memoized per (graph definition,
+static settings, input shapes), so prompts of a new length that fall in an old bucket reuse the
+old program too.
 
-Row i's randomness at step t is `fold_in(rng, t)`, so a seed fixes the text, and asking for more
-tokens extends the same text rather than changing it.
+Each row has its own key: row i's randomness at step t is `fold_in(rngs[i], t)`, drawn over that
+row alone, so a row's tokens do not depend on the other rows of the batch, a seed fixes the text,
+and asking for more tokens extends the same text rather than changing it.
 """
 
 import dataclasses
@@ -29,16 +32,21 @@ from jaxformer.generate.prompts import cache_length
 
 @dataclasses.dataclass(frozen=True)
 class DecodeSettings:
-    """The static part of a decoding request (hashable: it keys the compile cache)."""
+    """A decoding request's settings. `program_key` is the part that shapes the compiled program:
+    the temperature and top-p values are passed to it as arguments."""
 
     max_new_tokens: int
-    temperature: float = 1.0  # 0: greedy
+    temperature: float = 1.0  # 0: greedy (a program of its own); other values share one
     top_k: int | None = None
-    top_p: float | None = None
+    top_p: float | None = None  # None: no nucleus stage; any value in (0, 1) shares one program
     stop_tokens: tuple[int, ...] = ()
     pad_id: int = 0  # emitted by a row after its stop token
     stream: bool = False  # call the registered token sink from inside the loop at every step
     return_logits: bool = False  # also return every step's logits [batch, max_new_tokens, vocab]
+
+    def program_key(self) -> tuple:
+        return (self.max_new_tokens, self.temperature == 0.0, self.top_k, self.top_p is not None,
+                self.stop_tokens, self.pad_id, self.stream, self.return_logits)
 
 
 @dataclasses.dataclass
@@ -100,17 +108,22 @@ def trace_count() -> int:
 
 def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
                    ordered_callbacks: bool = True) -> Callable:
-    """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rng key) ->
-    (new tokens [batch, max_new_tokens], num_tokens [batch], logits or None). Pure; not jitted.
-    `ordered_callbacks=False` is needed when the program spans several devices."""
+    """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rngs [batch] keys,
+    temperature float32 [], top_p float32 []) -> (new tokens [batch, max_new_tokens], num_tokens
+    [batch], logits or None). Pure; not jitted. Only `settings.program_key()` is read from the
+    settings. `ordered_callbacks=False` is needed when the program spans several devices."""
     s = settings
     stop = np.asarray(s.stop_tokens or (-1,), np.int32)  # -1 matches nothing
+    greedy = s.temperature == 0.0
 
-    def choose(logits, rng, step):
-        return sampling.sample(logits, jax.random.fold_in(rng, step), temperature=s.temperature,
-                               top_k=s.top_k, top_p=s.top_p)
+    def choose(logits, rngs, step, temperature, top_p):
+        if greedy:
+            return sampling.greedy(logits)
+        keys = jax.vmap(jax.random.fold_in, (0, None))(rngs, step)
+        return sampling.sample(logits, keys, temperature=temperature, top_k=s.top_k,
+                               top_p=top_p if s.top_p is not None else None)
 
-    def decode(state, tokens, lengths, rng):
+    def decode(state, tokens, lengths, rngs, temperature, top_p):
         _trace_count[0] += 1
         model = nnx.merge(graphdef, state)
         batch, bucket = tokens.shape
@@ -122,7 +135,7 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
         out = model(tokens, positions, segment_ids, cache)
         cache = out.cache
         last_logits = out.logits[jnp.arange(batch), lengths - 1]  # [batch, vocab]
-        token = choose(last_logits, rng, 0)
+        token = choose(last_logits, rngs, 0, temperature, top_p)
         valid = jnp.ones((batch,), bool)
         done = jnp.isin(token, stop)
         if s.stream:
@@ -136,7 +149,7 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
             step_positions = (lengths + t - 1)[:, None]
             out = model(token[:, None], step_positions, jnp.ones_like(step_positions), cache)
             cache, logits = out.cache, out.logits[:, 0]
-            new = choose(logits, rng, t)
+            new = choose(logits, rngs, t, temperature, top_p)
             # A finished row keeps emitting pad; its (ignored) cache writes stay within its own row.
             new = jnp.where(done, s.pad_id, new)
             valid = ~done
@@ -166,20 +179,21 @@ def _leaf_signature(x) -> tuple:
     return (x.shape, str(x.dtype), getattr(x, "sharding", None))
 
 
-def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, tokens, lengths,
-                       rng) -> tuple[Callable, bool]:
+def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, *args
+                       ) -> tuple[Callable, bool]:
     """The compiled program for these settings and input shapes, and whether it was just built.
-    Compiling ahead of time (lower + compile) keeps compilation out of the time to first token."""
+    `args`: the decode function's (tokens, lengths, rngs, temperature, top_p). Compiling ahead of
+    time (lower + compile) keeps compilation out of the time to first token."""
     leaves, treedef = jax.tree.flatten(state)
-    key = (graphdef, settings, treedef, tuple(_leaf_signature(x) for x in leaves),
-           tokens.shape, lengths.shape)
+    key = (graphdef, settings.program_key(), treedef, tuple(_leaf_signature(x) for x in leaves),
+           tuple(_leaf_signature(x) for x in args))
     fn = _compiled.get(key)
     if fn is not None:
         return fn, False
     one_device = all(len(getattr(x, "sharding", None).device_set) == 1 for x in leaves
                      if getattr(x, "sharding", None) is not None)
     decode = make_decode_fn(graphdef, settings, ordered_callbacks=one_device)
-    fn = jax.jit(decode).lower(state, tokens, lengths, rng).compile()
+    fn = jax.jit(decode).lower(state, *args).compile()
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.pop(next(iter(_compiled)))  # oldest first
     _compiled[key] = fn

@@ -30,12 +30,16 @@ def bucket_length(length: int, max_len: int) -> int:
 
 
 def check_request(prompts: list[list[int]], max_new_tokens: int, *, vocab_size: int,
-                  max_seq_len: int) -> None:
-    """UserError naming the prompt and the limit for anything the model cannot serve."""
+                  max_seq_len: int, cli: bool = False) -> None:
+    """UserError naming the prompt and the limit for anything the model cannot serve, in the
+    words of `jaxformer generate`'s flags when `cli`, else of the Python API."""
+    new = "--max-new-tokens" if cli else "max_new_tokens"
+    past = ("pass --past-context to slide over the context" if cli
+            else "use generate_past_context to slide over the context")
     if not prompts:
         raise UserError("no prompts given: pass at least one prompt")
     if max_new_tokens < 1:
-        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        raise UserError(f"{new} must be at least 1, got {max_new_tokens}")
     for i, prompt in enumerate(prompts):
         if len(prompt) == 0:
             raise UserError(f"prompt {i} is empty: give at least one token to continue from")
@@ -43,9 +47,8 @@ def check_request(prompts: list[list[int]], max_new_tokens: int, *, vocab_size: 
             raise UserError(
                 f"prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were asked "
                 f"for: {len(prompt) + max_new_tokens} > the model's context of {max_seq_len} "
-                f"tokens; shorten the prompt or lower --max-new-tokens to at most "
-                f"{max(max_seq_len - len(prompt), 0)} (or pass --past-context to slide over the "
-                f"context)")
+                f"tokens; shorten the prompt or lower {new} to at most "
+                f"{max(max_seq_len - len(prompt), 0)} (or {past})")
         bad = [t for t in prompt if not 0 <= int(t) < vocab_size]
         if bad:
             raise UserError(f"prompt {i} has token id {bad[0]} outside the vocabulary "

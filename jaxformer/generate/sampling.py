@@ -1,5 +1,8 @@
 """Sampling rules: pure functions of (logits [batch, vocab], rng) -> token ids [batch].
 
+`rng` is one key for the batch, or one key per row ([batch] typed keys): then each row is drawn
+on its own, so its token depends only on its own logits and key.
+
 Applied in the order HuggingFace uses: temperature, then top-k, then top-p (nucleus) on what
 top-k left, then one categorical draw. Temperature 0 is greedy (argmax, no randomness).
 
@@ -78,9 +81,17 @@ def filter_logits(logits: jax.Array, *, temperature=1.0, top_k: int | None = Non
     return logits
 
 
+def _is_key_per_row(rng) -> bool:
+    """[batch] typed keys (or raw uint32 [batch, 2] keys), as opposed to one key."""
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return rng.ndim == 1
+    return rng.ndim == 2
+
+
 def sample(logits: jax.Array, rng: jax.Array, *, temperature=1.0, top_k: int | None = None,
            top_p=None) -> jax.Array:
-    """One token per row: [batch, vocab] float logits -> [batch] int32.
+    """One token per row: [batch, vocab] float logits -> [batch] int32. `rng`: one key, or
+    [batch] keys (row i drawn with key i, on its own).
 
     A traced temperature of 0 also gives the argmax (selected with `where`, so it costs a draw).
     """
@@ -89,7 +100,10 @@ def sample(logits: jax.Array, rng: jax.Array, *, temperature=1.0, top_k: int | N
         return greedy(logits)
     safe_temperature = jnp.where(jnp.asarray(temperature) > 0, temperature, 1.0)
     filtered = filter_logits(logits, temperature=safe_temperature, top_k=top_k, top_p=top_p)
-    drawn = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+    if _is_key_per_row(rng):
+        drawn = jax.vmap(jax.random.categorical)(rng, filtered).astype(jnp.int32)
+    else:
+        drawn = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
     if isinstance(temperature, jax.Array):
         return jnp.where(temperature > 0, drawn, greedy(logits))
     return drawn

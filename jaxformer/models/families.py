@@ -20,7 +20,7 @@ def decoder_sizes(c: DecoderConfig) -> list[tuple[str, str, int, str]]:
     rows = [
         ("V", "vocab_size", c.vocab_size, vocab),
         ("D", "d_model", c.d_model, ""),
-        ("T", "max_seq_len", c.max_seq_len, f"positions: {position}"),
+        ("C", "max_seq_len", c.max_seq_len, f"positions: {position}"),
         ("H", "num_heads", c.num_heads, heads),
         ("I", "mlp_dim", c.expert_dim if c.moe_num_experts else c.ffn_dim, ffn),
         ("L", "num_layers", c.num_layers, f"{c.norm_position}-{c.norm}"),

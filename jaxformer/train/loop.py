@@ -10,16 +10,14 @@ checkpoint, to check that the loss is still finite).
 import dataclasses
 import functools
 import math
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from jaxformer.config import Config, load_config, save_config
+from jaxformer.config import Config
 from jaxformer.errors import ConfigError, UserError
 from jaxformer.parallel import ParallelPlan
 from jaxformer.tasks import make_task
@@ -28,9 +26,11 @@ from jaxformer.train.eval import evaluate, make_eval_step
 from jaxformer.train.metrics import Throughput
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.report import MetricsLog, plot_losses
-from jaxformer.train.run_dir import RunDir
+from jaxformer.train.run_dir import (RunDir, check_same_run, ensure_writable, optimizer_changes,
+                                     write_run_files)
 from jaxformer.train.state import init_train_state, model_graphdef
 from jaxformer.train.step import make_train_step
+from jaxformer.train.stopping import StopSignals
 
 
 class NonFiniteLossError(UserError):
@@ -60,32 +60,38 @@ def devices_used(state) -> int:
 
 
 def prepare_run(config: Config, run: RunDir, say):
-    """The task's data and the resolved config, all checked before any compute; the run
-    directory's config and the task's artifacts (a tokenizer) written by process 0. A resumed run
+    """The task's data and the resolved config, all checked before any compute (nothing is
+    written: `write_run_files` does that once the run is known to be able to start). A resumed run
     must keep the model, task and data sections of the saved config."""
     task = make_task(config)
     config = task.prepare(run, say)
-    if run.config.exists():
-        saved = load_config(run.config)
-        for section in ("model", "task", "data"):
-            if getattr(saved, section) != getattr(config, section):
-                raise ConfigError(
-                    f"{run.root} holds a run with a different {section} config; its checkpoints "
-                    f"cannot continue with this one. Use a new train.run_dir, or the saved "
-                    f"{run.config}")
-    if jax.process_index() == 0:
-        run.root.mkdir(parents=True, exist_ok=True)
-        task.save_artifacts(run)
-        save_config(config, run.config)
+    check_same_run(run, config)
     return config, task
 
 
-def next_batch(iterator, accum: int) -> dict:
-    """One step's host batch: a batch, or `accum` of them stacked on a new leading axis."""
-    if accum == 1:
-        return next(iterator)
-    batches = [next(iterator) for _ in range(accum)]
+def _stack(batches: list[dict]) -> dict:
     return {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+
+
+def next_batch(iterator, accum: int, steps: int | None = None) -> dict:
+    """One call's host batch: a batch, or `accum` of them stacked on a new leading axis (gradient
+    accumulation); with `steps` (train.steps_per_call > 1), that many steps' batches stacked on a
+    further leading axis."""
+    def one_step():
+        return next(iterator) if accum == 1 else _stack([next(iterator) for _ in range(accum)])
+
+    return one_step() if steps is None else _stack([one_step() for _ in range(steps)])
+
+
+def steps_in_call(step: int, t) -> int:
+    """How many steps the next call runs after `step`: up to `train.steps_per_call`, stopping at
+    the next step that logs, evaluates, checkpoints or ends the run (the loop acts between
+    calls)."""
+    boundary = step + 1
+    while not (boundary % t.log_every == 0 or boundary % t.eval_every == 0
+               or boundary % t.checkpoint_every == 0 or boundary >= t.steps):
+        boundary += 1
+    return min(t.steps_per_call, boundary - step)
 
 
 def check_batch(batch: dict, spec: dict, rows: int) -> None:
@@ -99,17 +105,20 @@ def check_batch(batch: dict, spec: dict, rows: int) -> None:
                             f"needs {np.dtype(want.dtype)}{list(shape)}")
 
 
-def restore_or_create(config: Config, checkpointer: Checkpointer, data_iterator, say, plan: ParallelPlan):
-    """The state to start from: the latest intact checkpoint (with the iterator restored in
+def restore_or_create(config: Config, checkpointer: Checkpointer, data_iterator, say, plan: ParallelPlan,
+                      hint: str = ""):
+    """The state to start from: the latest usable checkpoint (with the iterator restored in
     place), or a fresh one. Honors `train.resume` (see TrainLoopConfig). Either way it lands
-    sharded on `plan`'s mesh, whatever mesh wrote the checkpoint."""
+    sharded on `plan`'s mesh, whatever mesh wrote the checkpoint. `hint` ends the message of a
+    checkpoint whose structure does not match."""
     resume = config.train.resume
     if resume is False and checkpointer.latest_step() is not None:
         raise ConfigError(
             f"{checkpointer.directory} already holds checkpoints and train.resume=false: "
             f"use a new train.run_dir, or train.resume=true to continue")
     if resume is not False:
-        state, step = checkpointer.restore_latest(plan.abstract(state_init(config)), data_iterator)
+        state, step = checkpointer.restore_latest(plan.abstract(state_init(config)), data_iterator,
+                                                  hint=hint)
         if state is not None:
             say(f"resuming from step {step} ({checkpointer.directory / str(step)})")
             return state, step
@@ -124,37 +133,12 @@ def state_init(config: Config):
     return functools.partial(init_train_state, config, jax.random.PRNGKey(config.train.seed))
 
 
-class StopSignals:
-    """SIGINT/SIGTERM set a flag the loop checks after each step (it then saves and exits);
-    a second one of the same kind acts at once."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self.previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received:  # asked twice: stop now
-            signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-            return
-        self.received = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 class Window:
     """Host-side sums of the metrics since the last log line."""
 
     def __init__(self):
-        self.pending: list[tuple[int, dict]] = []  # (optimizer step, device metrics)
+        # (first optimizer step, steps in the call or None for one unstacked step, device metrics)
+        self.pending: list[tuple[int, int | None, dict]] = []
         self.reset()
 
     def reset(self):
@@ -164,9 +148,15 @@ class Window:
         """Bring pending metrics to the host; a non-finite loss stops the run."""
         if not self.pending:
             return
-        steps, metrics = zip(*self.pending)
-        self.pending = []
-        for step, m in zip(steps, jax.device_get(list(metrics))):
+        pending, self.pending = self.pending, []
+        fetched = jax.device_get([metrics for _, _, metrics in pending])
+        per_step = []
+        for (first, count, _), metrics in zip(pending, fetched):
+            if count is None:
+                per_step.append((first, metrics))
+            else:  # stacked [count]: one entry per step
+                per_step += [(first + i, {k: v[i] for k, v in metrics.items()}) for i in range(count)]
+        for step, m in per_step:
             loss = float(m["loss"])
             if not math.isfinite(loss):
                 kept = (f"the last good checkpoint is step {checkpoint_step} in {checkpoint_dir}"
@@ -208,10 +198,13 @@ def train(config: Config) -> TrainResult:
     train_iterator = task.train_iterator(**shard)  # batch_size is global; each process its rows
     val_batches = [plan.place(b) for b in task.eval_batches(**shard)]
 
+    ensure_writable(run)
     checkpointer = Checkpointer(run.checkpoints, keep=t.keep_checkpoints, log=say)
     if plan.mesh.size > 1:
         say(plan.describe())
-    state, start = restore_or_create(config, checkpointer, train_iterator, say, plan)
+    state, start = restore_or_create(config, checkpointer, train_iterator, say, plan,
+                                     hint=optimizer_changes(run, config))
+    write_run_files(run, config, task)  # only now: a refused rerun leaves the run as it was
     graphdef = model_graphdef(config)
     # Bound to the plan: traced with its mesh and rules, so the model's sharding hints apply.
     train_step = plan.bind(make_train_step(graphdef, make_optimizer(config.optimizer), config,
@@ -247,20 +240,28 @@ def train(config: Config) -> TrainResult:
     try:
         with StopSignals() as signals:
             throughput.reset()
-            for step in range(start + 1, t.steps + 1):
-                host_batch = next_batch(train_iterator, accum)
-                if step == start + 1:
-                    check_batch(host_batch if accum == 1 else {k: v[0] for k, v in host_batch.items()},
+            step, multi = start, t.steps_per_call > 1
+            while step < t.steps:
+                count = steps_in_call(step, t)
+                host_batch = next_batch(train_iterator, accum, count if multi else None)
+                leading = int(multi) + int(accum > 1)  # axes before the batch rows
+                if step == start:
+                    check_batch(jax.tree.map(lambda x: x[(0,) * leading], host_batch),
                                 task.batch_spec(t.batch_size), t.batch_size // jax.process_count())
-                state, metrics = train_step(state, plan.place(host_batch, leading_axes=accum > 1))
-                window.pending.append((step, metrics))
-                if step == start + 1:  # the first step compiles: keep it out of tokens/s
+                state, metrics = train_step(state, plan.place(host_batch, leading_axes=leading))
+                window.pending.append((step + 1, count if multi else None, metrics))
+                if step == start:  # the first call compiles: keep it out of tokens/s
                     jax.block_until_ready(metrics)
                     throughput.reset()
                 else:
-                    throughput.add(tokens_per_step)
-                if bar is not None:
-                    bar.update(1)
+                    throughput.add(tokens_per_step * count)
+                stop = None
+                for _ in range(count):
+                    step += 1
+                    if bar is not None:
+                        bar.update(1)
+                    stop = signals.check(step, checkpointer) or stop  # every process, every step
+                checkpointer.poll()  # a failed background save stops the run now
                 final = step == t.steps
                 if step % t.log_every == 0 or final:
                     window.fetch(last_saved, run.checkpoints, config.optimizer.lr)
@@ -281,12 +282,12 @@ def train(config: Config) -> TrainResult:
                 if step % t.eval_every == 0 or final:
                     val_loss = run_eval(step)
                     throughput.reset()  # evaluation time is not training throughput
-                if step % t.checkpoint_every == 0 or final or signals.received:
+                if step % t.checkpoint_every == 0 or final or stop:
                     window.fetch(last_saved, run.checkpoints, config.optimizer.lr)
-                    checkpointer.save(step, state, train_iterator, wait=bool(signals.received))
+                    checkpointer.save(step, state, train_iterator, wait=bool(stop))
                     last_saved = step
-                if signals.received:
-                    stopped_by = signals.received
+                if stop:
+                    stopped_by = stop
                     say(f"stopped by {stopped_by} at step {step}: checkpoint saved in "
                         f"{run.checkpoints / str(step)}; rerun the same command to continue")
                     break

@@ -6,16 +6,21 @@
     <run_dir>/metrics.jsonl       one JSON object per log line / evaluation
     <run_dir>/tensorboard/        TensorBoard event files
     <run_dir>/loss.png            train and validation loss, drawn at the end
+
+A rerun checks the saved config and the checkpoints before it writes anything: `config.yaml` and
+the tokenizer are (re)written by process 0 only once the run is known to be able to start.
 """
 
 import dataclasses
+import os
 from pathlib import Path
 
 import jax
 from flax import nnx
+from omegaconf import OmegaConf
 
-from jaxformer.config import load_config
-from jaxformer.errors import UserError
+from jaxformer.config import Config, load_config, save_config
+from jaxformer.errors import ConfigError, UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +52,82 @@ class RunDir:
         return self.root / "loss.png"
 
 
+def saved_config(run: RunDir) -> Config:
+    """The run's config.yaml, or a UserError that blames that file (not the checkpoints)."""
+    try:
+        return load_config(run.config)
+    except ConfigError as e:
+        raise ConfigError(f"the run's config {run.config} cannot be used ({e}): restore it from "
+                          f"a copy, or start a fresh run with a new train.run_dir") from None
+
+
+def config_changes(saved: Config, config: Config, sections=("model", "data", "optimizer")) -> list[str]:
+    """'optimizer.grad_clip: 1.0 in the run, 0.0 now' for every key that differs."""
+    def flat(c: Config, section: str) -> dict:
+        values = OmegaConf.to_container(OmegaConf.structured(getattr(c, section)), resolve=True)
+        out = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    changes = []
+    for section in sections:
+        before, now = flat(saved, section), flat(config, section)
+        changes += [f"{section}.{key}: {before.get(key)!r} in the run, {now.get(key)!r} now"
+                    for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    return changes
+
+
+def check_same_run(run: RunDir, config: Config) -> None:
+    """A rerun must keep the model, task and data sections of the saved config (its checkpoints
+    and tokenizer depend on them): a ConfigError naming each changed key otherwise."""
+    if not run.config.exists():
+        return
+    changes = config_changes(saved_config(run), config, ("model", "task", "data"))
+    if changes:
+        raise ConfigError(
+            f"{run.root} holds a run whose config differs: {'; '.join(changes)}. Its checkpoints "
+            f"cannot continue with this config; nothing was changed. Rerun with the run's own "
+            f"config ({run.config}), or start a fresh run with a new train.run_dir")
+
+
+def optimizer_changes(run: RunDir, config: Config) -> str:
+    """' (the run's config.yaml differs: optimizer.grad_clip: ...)', to explain a checkpoint
+    whose optimizer state has another structure; '' when nothing differs."""
+    if not run.config.exists():
+        return ""
+    changes = config_changes(saved_config(run), config, ("optimizer",))
+    return f" (the run's config.yaml differs: {'; '.join(changes)})" if changes else ""
+
+
+def ensure_writable(run: RunDir) -> None:
+    """A one-line UserError, before any work, when the run directory cannot be written."""
+    probe = run.root / f".jaxformer-write-test-{os.getpid()}"
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to the run directory {run.root} ({e.strerror or e}): make "
+                        f"it writable, or choose another train.run_dir") from None
+
+
+def write_run_files(run: RunDir, config: Config, task) -> None:
+    """config.yaml and the task's artifacts (at the first start, a tokenizer), by process 0: called
+    once the run is known to be able to start, so a refused rerun leaves the directory as it was."""
+    if jax.process_index() != 0:
+        return
+    task.save_artifacts(run)
+    save_config(config, run.config)
+
+
 def load_run(run_dir: str | Path, *, log=print):
-    """(Config, the model holding the latest intact checkpoint's variables, tokenizer or None)
-    of a run; the model is of the family its config names.
+    """(Config, the model holding the latest usable checkpoint's variables, tokenizer or None)
+    of a run; the model is of the family its config names. Only the model's variables are read
+    (not the optimizer state), and nothing in the run is written.
 
     Raises UserError when the directory is not a run or holds no checkpoint yet."""
     from jaxformer.data import load_tokenizer
@@ -60,18 +138,20 @@ def load_run(run_dir: str | Path, *, log=print):
     if not run.config.exists():
         raise UserError(f"{run.root} is not a run directory (no config.yaml): give the train.run_dir "
                         f"of a `jaxformer train` run")
-    config = load_config(run.config)
+    config = saved_config(run)
     tokenizer = load_tokenizer(run.tokenizer) if run.tokenizer.exists() else None
-    checkpointer = Checkpointer(run.checkpoints, keep=config.train.keep_checkpoints, log=log)
+    if not run.checkpoints.is_dir():
+        raise UserError(f"{run.checkpoints} does not exist: the run has not saved a checkpoint")
+    checkpointer = Checkpointer(run.checkpoints, keep=config.train.keep_checkpoints, log=log,
+                                read_only=True)
     try:
-        state, step = checkpointer.restore_latest(abstract_train_state(config))
+        variables, step = checkpointer.restore_variables(abstract_train_state(config))
     finally:
         checkpointer.close()
-    if state is None:
+    if variables is None:
         raise UserError(f"{run.checkpoints} holds no checkpoint yet: train longer than "
                         f"train.checkpoint_every={config.train.checkpoint_every} steps, or wait "
                         f"for the run's first save")
-    model = nnx.merge(model_graphdef(config), state.params, state.frozen)
-    del state  # the optimizer moments are not needed for sampling
+    model = nnx.merge(model_graphdef(config), variables["params"], variables["frozen"])
     jax.block_until_ready(nnx.state(model))
     return config, model, tokenizer

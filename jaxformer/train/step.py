@@ -73,6 +73,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, co
 
     state_shardings (from `jaxformer.parallel`): the new state is laid out as the old one was, so
     a sharded state stays sharded step after step (and the donated buffers can be reused).
+
+    With `train.steps_per_call` = n > 1 the compiled function takes n steps' batches stacked on a
+    new leading axis (any count up to n: the loop calls it with fewer before a log, evaluation or
+    checkpoint step) and runs the steps in a `lax.scan`, returning each step's metrics stacked:
+    one dispatch for n updates, the same updates as n single calls.
     """
     schedule = make_schedule(config.optimizer)
     accum = config.optimizer.grad_accum_steps
@@ -116,6 +121,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, co
                                   frozen=frozen)
         return new_state, metrics
 
+    step_fn = train_step
+    if config.train.steps_per_call > 1:
+        def step_fn(state: TrainState, batches: dict) -> tuple[TrainState, dict]:
+            return jax.lax.scan(train_step, state, batches)
+
     if state_shardings is None:
-        return jax.jit(train_step, donate_argnums=0)
-    return jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, None))
+        return jax.jit(step_fn, donate_argnums=0)
+    return jax.jit(step_fn, donate_argnums=0, out_shardings=(state_shardings, None))
