@@ -67,5 +67,16 @@ def test_mixtral_8x7b_sizes():
     counts = param_counts(config)
     assert counts.total == 46_702_792_704
     assert counts.active == 12_879_925_248
+    # PaLM's 6N with N the active parameters (no position table under RoPE), plus attention.
     parts = flops_parts(config, 4096)
-    assert 6 * (12_879_925_248 - 0) in parts.values()  # 6N with N the active parameters
+    assert sorted(parts.values()) == sorted([6 * 12_879_925_248, 12 * 32 * 32 * 128 * 4096])
+
+
+def test_info_shows_total_and_active_parameters_and_flops(capsys):
+    from jaxformer import cli
+
+    assert cli.main(["info", "--seq-len", "4096", "mixtral-8x7b"]) == 0
+    out = capsys.readouterr().out
+    assert "46,702,792,704" in out and "12,879,925,248" in out
+    assert f"{6 * 12_879_925_248 + 12 * 32 * 32 * 128 * 4096:,}" in out  # FLOPs per token
+    assert "attention: auto picks" in out  # the kernel `attention_impl: auto` runs here

@@ -149,19 +149,31 @@ def _ring_fn(n: int, causal: bool, window: int | None, scale: float, balanced: b
     shift = [(i, (i + 1) % n) for i in range(n)]
     rotate = lambda xs: jax.lax.ppermute(xs, CONTEXT_AXIS, shift)  # noqa: E731
 
-    def branch_index(s):
-        return jnp.asarray(plan[s])[jax.lax.axis_index(CONTEXT_AXIS)]
+    fwd_branches = [functools.partial(_forward_branch, kind, kernels) for kind in BRANCHES]
+    bwd_branches = [functools.partial(_backward_branch, kind, kernels) for kind in BRANCHES]
 
+    def branch_index(s):
+        return jnp.asarray(plan)[s, jax.lax.axis_index(CONTEXT_AXIS)]
+
+    # The n steps are a scan over the first n - 1 (compute, then pass the blocks on) and a last
+    # step outside it (no pass): each branch compiles twice, not n times, and no block moves
+    # more than it must.
     def forward(q, k, v, idx, seg):
-        out = jnp.zeros(q.shape, jnp.float32)
-        lse = jnp.full(q.shape[:3], ca.NEG, jnp.float32)
-        kv = (k, v, idx, seg)
-        for s in range(n):
-            branches = [functools.partial(_forward_branch, kind, kernels) for kind in BRANCHES]
-            o, l = jax.lax.switch(branch_index(s), branches, q, kv[0], kv[1], idx, kv[2], seg, kv[3])
+        def step(carry, s):
+            out, lse, kv = carry
+            o, l = jax.lax.switch(branch_index(s), fwd_branches, q, kv[0], kv[1], idx, kv[2], seg,
+                                  kv[3])
             out, lse = ca.merge(out, lse, o, l)
-            if s < n - 1:
-                kv = rotate(kv)
+            return (out, lse, kv), None
+
+        def step_and_pass(carry, s):
+            (out, lse, kv), _ = step(carry, s)
+            return (out, lse, rotate(kv)), None
+
+        carry = (jnp.zeros(q.shape, jnp.float32), jnp.full(q.shape[:3], ca.NEG, jnp.float32),
+                 (k, v, idx, seg))
+        carry, _ = jax.lax.scan(step_and_pass, carry, jnp.arange(n - 1))
+        (out, lse, _), _ = step(carry, n - 1)
         return out, lse
 
     @jax.custom_vjp
@@ -174,17 +186,23 @@ def _ring_fn(n: int, causal: bool, window: int | None, scale: float, balanced: b
 
     def ring_bwd(residuals, d_out):
         q, k, v, idx, seg, out, lse = residuals
-        dq = jnp.zeros(q.shape, jnp.float32)
+
+        def step(carry, s):
+            dq, (kc, vc, ic, sc, dk, dv) = carry
+            g_q, g_k, g_v = jax.lax.switch(branch_index(s), bwd_branches, q, kc, vc, idx, ic, seg,
+                                           sc, out, lse, d_out)
+            return (dq + g_q, (kc, vc, ic, sc, dk + g_k, dv + g_v)), None
+
+        def step_and_pass(carry, s):
+            (dq, travelling), _ = step(carry, s)
+            return (dq, rotate(travelling)), None
+
         travelling = (k, v, idx, seg, jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
-        for s in range(n):
-            kc, vc, ic, sc, dk, dv = travelling
-            branches = [functools.partial(_backward_branch, kind, kernels) for kind in BRANCHES]
-            g_q, g_k, g_v = jax.lax.switch(branch_index(s), branches, q, kc, vc, idx, ic, seg, sc,
-                                           out, lse, d_out)
-            dq = dq + g_q
-            travelling = (kc, vc, ic, sc, dk + g_k, dv + g_v)
-            # The key/value gradients go round with their blocks: n moves bring them home.
-            travelling = rotate(travelling) if s < n - 1 else travelling[:4] + rotate(travelling[4:])
+        carry, _ = jax.lax.scan(step_and_pass, (jnp.zeros(q.shape, jnp.float32), travelling),
+                                jnp.arange(n - 1))
+        (dq, travelling), _ = step(carry, n - 1)
+        # The key/value gradients go round with their blocks: the n-th move brings them home.
+        travelling = travelling[:4] + rotate(travelling[4:])
         _, _, _, _, dk, dv = travelling
         return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None
 
