@@ -6,12 +6,11 @@ the presets (omegaconf), the HF importer (safetensors) and the training stack lo
 
 import importlib
 
-from jaxformer.models import (DecoderConfig, DecoderLM, ModelOutput, build_model, get_family,
-                              register_family)
+from jaxformer import models
+from jaxformer.models import *  # noqa: F403 -- every family's config and module, the registry
 
 __version__ = "0.1.0"
-__all__ = ["interop", "DecoderConfig", "DecoderLM", "ModelOutput", "build_model", "count_params",
-           "get_family", "load_model_config", "register_family"]
+__all__ = ["interop", "count_params", "load_model_config", *models.__all__]
 
 _LAZY = {"interop": ("jaxformer.interop", None),
          "count_params": ("jaxformer.presets", "count_params"),

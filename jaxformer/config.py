@@ -27,6 +27,8 @@ from jaxformer.parallel.config import MeshConfig
 from jaxformer.presets import checked_merge, find_config, read_yaml
 from jaxformer.tasks import TaskConfig, get_task
 
+SCHEDULES = ("cosine", "rsqrt")
+
 __all__ = ["Config", "OptimizerConfig", "TrainLoopConfig", "load_config", "save_config"]
 
 
@@ -40,12 +42,18 @@ class OptimizerConfig:
     0, warmup included), after which the rate stays at `min_lr`. `grad_clip` 0 turns clipping
     off.
 
+    `schedule`: "cosine" (the above) or "rsqrt", the 2017 Transformer's: linear warmup to `lr`
+    at `warmup_steps`, then decay as 1/sqrt(step) (`min_lr` and `decay_steps` unused). With
+    lr = d_model^-0.5 * warmup_steps^-0.5 it is the paper's
+    d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), steps counted from 1.
+
     `weight_decay_params`: which parameters get weight decay, as glob patterns over their paths
     ("layers/0/attention/query/kernel", "embed/embedding", "position_embedding/embedding"). The
     default decays every weight matrix and every embedding table, token and position tables alike
     (as nanoGPT and HF's Trainer do), and leaves biases and norm scales alone.
     """
 
+    schedule: str = "cosine"  # cosine | rsqrt
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
@@ -124,6 +132,11 @@ class Config:
                            "optimizer.weight_decay": o.weight_decay}.items():
             if value < 0:
                 raise ConfigError(f"{key} must not be negative, got {value}")
+        if o.schedule not in SCHEDULES:
+            raise ConfigError(f"optimizer.schedule={o.schedule!r} is not one of {list(SCHEDULES)}")
+        if o.schedule == "rsqrt" and o.warmup_steps <= 0:
+            raise ConfigError("optimizer.schedule=rsqrt needs optimizer.warmup_steps > 0 (the "
+                              "2017 Transformer warms up over 4000 steps)")
         if o.decay_steps <= o.warmup_steps:
             raise ConfigError(f"optimizer.decay_steps={o.decay_steps} must exceed "
                               f"optimizer.warmup_steps={o.warmup_steps}")

@@ -14,6 +14,7 @@ import venv
 import pytest
 
 from locations import OFFLINE, REPO, copy_checkout, subprocess_env
+from waiting import SAFETY_TIMEOUT_S
 
 NOTEBOOK = REPO / "colab" / "quickstart.ipynb"
 
@@ -63,7 +64,7 @@ def test_quickstart_notebook_runs_from_its_install_cell(tmp_path):
     env.update(PYTHONPATH=str(OFFLINE), HOME=str(home), MPLBACKEND="Agg")
     overrides = f"JAXFORMER_SOURCE = {str(source)!r}\nTRAIN_STEPS = 30\n"
     done = subprocess.run([str(python), "-c", DRIVER, str(NOTEBOOK), overrides], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = done.stdout.split("JAXFORMER_FROM ")[1].split()[0]
     assert installed.startswith(str(env_dir)) and "checkout" not in installed

@@ -16,6 +16,8 @@ from jaxformer.data.splits import split_stream
 from jaxformer.errors import ConfigError, UserError
 from jaxformer.presets import checked_merge
 
+from chi_square import ALPHA, chi_square, power, ten_percent_biases
+
 KEYS = {"tokens": np.int32, "targets": np.int32, "positions": np.int32,
         "segment_ids": np.int32, "loss_mask": np.float32}
 
@@ -99,13 +101,38 @@ def test_windows_are_shifted_text_from_the_right_split(shakespeare, char, split)
             assert window in source
 
 
+def locate(stream: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Where each row of `rows` [n, L] occurs in `stream` (its first occurrence): every window
+    of the stream is hashed, the rows looked up among the hashes, and each match verified."""
+    length, count = rows.shape[1], len(stream) - rows.shape[1] + 1
+    base = np.uint64(1_000_003)
+    hashes, row_hashes = np.zeros(count, np.uint64), np.zeros(len(rows), np.uint64)
+    for j in range(length):  # polynomial hashes, wrapping modulo 2**64
+        hashes = hashes * base + stream[j:j + count].astype(np.uint64)
+        row_hashes = row_hashes * base + rows[:, j].astype(np.uint64)
+    order = np.argsort(hashes, kind="stable")
+    starts = order[np.minimum(np.searchsorted(hashes[order], row_hashes), count - 1)]
+    assert (stream[starts[:, None] + np.arange(length)] == rows).all(), "a row is not in the split"
+    return starts
+
+
 def test_windows_spread_over_the_split(shakespeare, char):
-    batches = take(make_train_iterator(DataConfig(), char, shakespeare, batch_size=64,
-                                       seq_len=8, process_index=0, process_count=1), 20)
-    text = shakespeare.text[:1_003_854]
-    starts = [text.find(char.decode(row)) for b in batches for row in b["tokens"]]
-    # 1280 uniform starts: every tenth of the split is hit (fails with p ~ 1e-50 if uniform).
-    assert np.histogram(starts, bins=10, range=(0, len(text)))[0].min() > 50
+    """Window starts are uniform over the split: chi-square over 10 equal bins of 131,072 starts.
+    Power: a sampler that puts 10% more or 10% less than its share in any one bin is rejected
+    with probability > 1 - 1e-6 (noncentral chi-square, tests/chi_square.py), and at this seed
+    every one of those 20 alternatives is rejected; a uniform sampler passes with probability
+    1 - 1e-3."""
+    batches = take(make_train_iterator(DataConfig(), char, shakespeare, batch_size=1024,
+                                       seq_len=32, process_index=0, process_count=1), 128)
+    stream = split_stream(DataConfig(), char, shakespeare, "train")
+    rows = np.concatenate([np.concatenate([b["tokens"], b["targets"][:, -1:]], 1) for b in batches])
+    starts = locate(stream, rows)
+    counts = np.histogram(starts, bins=10, range=(0, len(stream) - 32))[0]
+    uniform = np.full(10, 0.1)
+    assert chi_square(counts, uniform) > ALPHA
+    for _, _, biased in ten_percent_biases(uniform):
+        assert power(uniform, biased, len(starts)) > 1 - 1e-6
+        assert chi_square(counts, biased) < ALPHA
 
 
 def test_seeds_change_the_windows(shakespeare, char):

@@ -8,6 +8,8 @@ from scipy import stats
 
 from jaxformer.generate import sampling
 
+from chi_square import power, ten_percent_biases
+
 
 def random_logits(seed, batch=32, vocab=50):
     return jnp.asarray(np.random.default_rng(seed).normal(0, 2.0, (batch, vocab)), jnp.float32)
@@ -98,12 +100,15 @@ def chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
                                                      (1.3, 3, None), (1.0, None, 0.8),
                                                      (0.8, 4, 0.7)])
 def test_frequencies_match_the_softmax(temperature, top_k, top_p):
-    """Chi-square goodness of fit of 40,000 draws against the filtered softmax. The seed is fixed,
-    so the test is deterministic; a correct sampler lands below the 1e-3 level with probability
-    1e-3, while a sampler that ignored the temperature or the filter gives p-values below 1e-50
-    with this many draws (checked below with the wrong distribution)."""
+    """Chi-square goodness of fit of 1,000,000 draws against the filtered softmax. The seed is
+    fixed, so the test is deterministic; a correct sampler lands below the 1e-3 level with
+    probability 1e-3. Power: a sampler that gives any token of probability >= 1% 10% more or 10%
+    less than its share is rejected with probability > 1 - 1e-4 (noncentral chi-square,
+    tests/chi_square.py), and at this seed each such alternative is rejected; a sampler that
+    ignored the temperature or the filter gives p-values below 1e-50 (checked below with the
+    wrong distribution)."""
     toy = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], np.float32)
-    n = 40_000
+    n = 1_000_000
     logits = jnp.broadcast_to(jnp.asarray(toy), (n, toy.size))  # one draw per row
     samples = np.asarray(sampling.sample(logits, jax.random.key(7), temperature=temperature,
                                          top_k=top_k, top_p=top_p))
@@ -116,6 +121,10 @@ def test_frequencies_match_the_softmax(temperature, top_k, top_p):
     probs = np.where(keep, np.exp(scaled - scaled.max()), 0.0)
     probs /= probs.sum()
     assert chi_square_p_value(samples, probs) > 1e-3
+    counts = np.bincount(samples, minlength=toy.size)[probs > 0]
+    for _, _, biased in ten_percent_biases(probs[probs > 0], min_prob=0.01):
+        assert power(probs[probs > 0], biased, n) > 1 - 1e-4
+        assert chi_square(counts, biased) < 1e-3
     # The test has power: the untempered, unfiltered softmax is rejected when it differs.
     plain = np.exp(toy - toy.max()) / np.exp(toy - toy.max()).sum()
     if temperature != 1.0 or top_k or top_p:

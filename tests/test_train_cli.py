@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from locations import subprocess_env
+from waiting import SAFETY_TIMEOUT_S
 
 
 CASES = {
@@ -27,7 +28,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name, (overrides, _) in CASES.items()}
     for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=SAFETY_TIMEOUT_S)
         lines = stderr.strip().splitlines()
         assert process.returncode == 2, (name, stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith("jaxformer train: error: "), (name, stderr)
@@ -42,6 +43,6 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
 def test_unknown_preset_is_one_line():
     env = subprocess_env()
     done = subprocess.run([sys.executable, "-m", "jaxformer", "train", "shakespeare_char_gpu"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "shakespeare_char" in done.stderr and "Traceback" not in done.stderr

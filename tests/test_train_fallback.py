@@ -9,6 +9,7 @@ import pytest
 # config_path is a fixture: importing it makes it available here.
 from locations import subprocess_env
 from train_subprocess import command, config_path, train_losses  # noqa: F401
+from waiting import SAFETY_TIMEOUT_S
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -18,7 +19,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_unreadable_latest_checkpoint_falls_back_and_keeps_files(tmp_path, config_path):
     run_dir = tmp_path / "run"
     first = subprocess.run(command(config_path, run_dir, "train.steps=20"), env=subprocess_env(),
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert first.returncode == 0, first.stderr[-2000:]
     latest = run_dir / "checkpoints" / "20"
     # Corrupt every array file of the latest checkpoint, and leave a half-written save after it.
@@ -31,7 +32,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_keeps_files(tmp_path, confi
     before = snapshot(run_dir)
 
     resumed = subprocess.run(command(config_path, run_dir, "train.steps=25"), env=subprocess_env(),
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out = resumed.stdout
     assert "is damaged" in out and "falling back" in out, out

@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from jaxformer.errors import ConfigError
 from jaxformer.train import NonFiniteLossError, load_run, train
 
 from locations import subprocess_env
+from waiting import SAFETY_TIMEOUT_S, wait_for
 
 TINY = ["data.corpus=tinyshakespeare", "model.d_model=32", "model.num_layers=2", "model.num_heads=2",
         "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8", "train.eval_batches=0",
@@ -77,12 +77,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
          "train.log_every=1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-        assert process.poll() is None and time.time() < deadline, process.stderr.read()[-2000:]
-        time.sleep(0.05)
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3,
+             process=process, what="three logged steps")
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=SAFETY_TIMEOUT_S)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "Traceback" not in stderr
     stopped = [line for line in stdout.splitlines() if line.startswith("stopped by SIGTERM")]

@@ -2,12 +2,18 @@
 
     jaxformer attention runs/shakespeare_char_cpu --text "ROMEO: But soft" --out attn.png
     jaxformer attention ./gpt2 --text "The cat sat on the mat" --layers 0,5,11 --out attn.png
+    jaxformer attention ./t5-small --text "translate English to German: The house is wonderful."
+    jaxformer attention runs/transformer_addition_cpu --text "352+79" --out cross.png
 
 The model is rebuilt with the einsum attention implementation, whose softmax weights each layer
 sows as an `nnx.Intermediate` ("attention_weights", [batch, heads, query, key]). Cell (l, h) shows
 layer l, head h: row i (the query) is how much token i attends to each earlier token (the keys),
 on the colour bar's scale. Token labels are drawn when the text is short enough to read them.
 `attention_figure` gives the same picture as a matplotlib Figure (a notebook shows it inline).
+
+For an encoder-decoder the grid shows cross-attention instead: in each decoder layer and head, row
+i is how much output token i attends to each source token (the source is --text; the output is
+--target, or the model's greedy output).
 """
 
 import argparse
@@ -30,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     text = parser.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the text whose attention to plot")
     text.add_argument("--text-ids", metavar="IDS", help="the text as comma-separated token ids")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target", help="encoder-decoder: the output text whose cross-attention "
+                                         "to plot (default: the model's greedy output)")
+    target.add_argument("--target-ids", metavar="IDS", help="--target as comma-separated ids")
+    parser.add_argument("--max-new-tokens", type=int, default=32,
+                        help="encoder-decoder without --target: the greedy output's length limit")
     parser.add_argument("--out", type=Path, default=Path("attention.png"), help="PNG file to write")
     parser.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
     parser.add_argument("--heads", default=None, help="comma-separated head indices (default: all)")
@@ -52,6 +64,22 @@ def attention_weights(model, tokens: list[int]) -> np.ndarray:
     return np.stack(weights)
 
 
+def cross_attention_weights(model, source: list[int], target: list[int]) -> np.ndarray:
+    """Cross-attention probabilities [decoder layers, heads, len(target), len(source)] (float32):
+    row i is where the decoder looks in the source while producing target token i (its input is
+    the start token and target[:i]). `model` as for `attention_weights`."""
+    decoder_in = [model.config.decoder_start_token_id] + list(target[:-1])
+    _, intermediates = nnx.capture(model, nnx.Intermediate)(
+        jnp.asarray([source], jnp.int32), jnp.asarray([decoder_in], jnp.int32))
+    per_layer = intermediates["decoder"]["layers"]
+    weights = []
+    for i in range(model.config.decoder_layers):
+        sown = per_layer[i]["cross_attention"]["attention_weights"]
+        calls = sown.get_value() if isinstance(sown, nnx.Variable) else sown
+        weights.append(np.asarray(calls[0], np.float32)[0])
+    return np.stack(weights)
+
+
 def pick(spec: str | None, count: int, name: str) -> list[int]:
     if spec is None:
         return list(range(count))
@@ -64,12 +92,14 @@ def pick(spec: str | None, count: int, name: str) -> list[int]:
 
 
 def attention_figure(weights: np.ndarray, layers: list[int], heads: list[int],
-                     labels: list[str] | None, title: str):
-    """A matplotlib Figure: one cell per (layer, head), queries down, keys across, a colour bar."""
+                     labels: list[str] | None, title: str, row_labels: list[str] | None = None):
+    """A matplotlib Figure: one cell per (layer, head), queries down, keys across, a colour bar.
+    `labels` name the columns (keys), `row_labels` the rows (queries; default: the same)."""
+    row_labels = labels if row_labels is None else row_labels
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
-    cell = 2.2 if labels is None else max(2.2, 0.16 * len(labels))
+    cell = 2.2 if labels is None else max(2.2, 0.16 * max(len(labels), len(row_labels)))
     fig = Figure(figsize=(cell * len(heads) + 1.6, cell * len(layers) + 1.0), layout="constrained")
     axes = fig.subplots(len(layers), len(heads), squeeze=False)
     # A square-root colour scale keeps the small weights of long rows visible.
@@ -86,11 +116,10 @@ def attention_figure(weights: np.ndarray, layers: list[int], heads: list[int],
             if c == 0:
                 ax.set_ylabel(f"layer {layer}", fontsize=9)
             if labels is not None:
-                ticks = np.arange(len(labels))
                 if r == len(layers) - 1:
-                    ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
+                    ax.set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=6)
                 if c == 0:
-                    ax.set_yticks(ticks, labels, fontsize=6)
+                    ax.set_yticks(np.arange(len(row_labels)), row_labels, fontsize=6)
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     fig.supxlabel("key (the token attended to)", fontsize=9)
     fig.supylabel("query (the token attending)", fontsize=9)
@@ -99,8 +128,8 @@ def attention_figure(weights: np.ndarray, layers: list[int], heads: list[int],
 
 
 def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[str] | None,
-         out: Path, title: str) -> None:
-    fig = attention_figure(weights, layers, heads, labels, title)
+         out: Path, title: str, row_labels: list[str] | None = None) -> None:
+    fig = attention_figure(weights, layers, heads, labels, title, row_labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
 
@@ -115,6 +144,8 @@ def run(args) -> int:
                         f"pass --tokenizer PATH, or the text as token ids with --text-ids")
     else:
         tokens = tokenizer.encode(args.text)
+    if getattr(model.config, "is_encoder_decoder", False):
+        return run_cross(args, source, tokens)
     context = model.config.max_seq_len
     if not tokens:
         raise UserError("the text is empty: give at least one token")
@@ -135,4 +166,44 @@ def run(args) -> int:
     plot(weights, layers, heads, labels, args.out,
          f"{Path(args.source).name}: attention over {len(tokens)} tokens")
     print(f"wrote {args.out} ({len(layers)} layers x {len(heads)} heads, {len(tokens)} tokens)")
+    return 0
+
+
+def _labels(tokenizer, ids: list[int]) -> list[str]:
+    labels = tokenizer.pieces(ids) if tokenizer is not None else [str(t) for t in ids]
+    return [label.replace("\n", "\\n") for label in labels]
+
+
+def run_cross(args, source, tokens: list[int]) -> int:
+    """An encoder-decoder: cross-attention maps, output tokens (rows) by source tokens (columns),
+    one cell per decoder layer and head."""
+    from jaxformer.generate import generate
+    from jaxformer.generate.steps import steps_for
+
+    model, tokenizer = source.model, source.tokenizer
+    if args.target_ids is not None:
+        target = parse_ids(args.target_ids)
+    elif args.target is not None:
+        if tokenizer is None:
+            raise UserError("--target needs a tokenizer: pass --target-ids instead")
+        target = tokenizer.encode(args.target)
+    else:
+        target = generate(model, [tokens], args.max_new_tokens, temperature=0.0,
+                          stop_tokens=source.stop_tokens)[0]
+    steps_for(model).check_request([tokens], max(len(target), 1), model.config)
+    if not target:
+        raise UserError("the target is empty: give --target with at least one token")
+    bad = [t for t in target if not 0 <= t < model.config.vocab_size]
+    if bad:
+        raise UserError(f"target token id {bad[0]} is outside the vocabulary "
+                        f"[0, {model.config.vocab_size})")
+    layers = pick(args.layers, model.config.decoder_layers, "layers")
+    heads = pick(args.heads, model.config.num_heads, "heads")
+    weights = cross_attention_weights(model, tokens, target)
+    short = max(len(tokens), len(target)) <= MAX_LABELLED_TOKENS
+    plot(weights, layers, heads, _labels(tokenizer, tokens) if short else None, args.out,
+         f"{Path(args.source).name}: cross-attention, {len(target)} output by {len(tokens)} "
+         f"source tokens", row_labels=_labels(tokenizer, target) if short else None)
+    print(f"wrote {args.out} (cross-attention: {len(layers)} decoder layers x {len(heads)} heads, "
+          f"{len(target)} output x {len(tokens)} source tokens)")
     return 0

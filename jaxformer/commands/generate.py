@@ -4,6 +4,11 @@
     jaxformer generate ./gpt2 --prompt "Hello, my dog" --temperature 0.7 --top-p 0.9
     jaxformer generate ./gpt2 --prompt-ids 15496,11,616,3290 --temperature 0    # no tokenizer needed
     jaxformer generate ./gpt2 --prompt-file prompts.txt     # one prompt per line, run as one batch
+    jaxformer generate ./t5-small --prompt "translate English to German: Hello" --beams 4
+    jaxformer generate runs/transformer_addition_cpu --prompt "352+79" --temperature 0
+
+For an encoder-decoder (T5, BART, Marian, a seq2seq run) the prompt is the source and the output
+is printed on its own.
 
 The text goes to stdout (streamed as it is produced when there is one prompt); compile time, time to
 first token and decode tokens/s go to stderr. Tokenizers for HF directories: see
@@ -16,8 +21,8 @@ import sys
 from pathlib import Path
 
 from jaxformer.errors import UserError
-from jaxformer.generate import decode, generate_past_context, make_settings
-from jaxformer.generate.prompts import check_request
+from jaxformer.generate import beam_search, decode, generate_past_context, make_settings
+from jaxformer.generate.steps import is_encoder_decoder, steps_for
 from jaxformer.generate.source import Source, load_source
 from jaxformer.generate.streaming import TextStream, TokenTimer
 
@@ -70,6 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "directory, overriding the one found next to the model")
     parser.add_argument("--ignore-eos", action="store_true",
                         help="do not stop at the end-of-text token")
+    parser.add_argument("--beams", type=int, default=1, metavar="N",
+                        help="beam search with N beams (deterministic; --temperature, --top-k and "
+                             "--top-p do not apply); default 1: sampling or greedy")
+    parser.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam search: scores are divided by length ** this (default 1.0; "
+                             "> 0 favours longer outputs)")
+    parser.add_argument("--early-stopping", action="store_true",
+                        help="beam search: stop an input once it has N finished hypotheses "
+                             "(HF's early_stopping=True)")
     parser.add_argument("--past-context", action="store_true",
                         help="allow prompt + new tokens beyond the model's context: generate in "
                              "chunks, each conditioned on the last half-context of tokens (as "
@@ -104,10 +118,12 @@ def parse_ids(text: str) -> list[int]:
                         f"15496,11,616") from None
 
 
-def choose_new_tokens(requested: int | None, prompts: list[list[int]], context: int) -> int:
+def choose_new_tokens(requested: int | None, prompts: list[list[int]], context: int,
+                      encoder_decoder: bool = False) -> int:
     if requested is not None:
         return requested  # too many is a UserError from generate, with the numbers
-    room = context - max(len(p) for p in prompts)
+    # An encoder-decoder's output has the decoder's positions to itself.
+    room = context if encoder_decoder else context - max(len(p) for p in prompts)
     if room < 1:
         raise UserError(f"the longest prompt has {context - room} tokens, which fills the model's "
                         f"context of {context}: shorten it")
@@ -122,21 +138,27 @@ def run(args) -> int:
                          log=lambda msg: print(msg, file=sys.stderr))
     prompts, texts = read_prompts(args, source)
     tokenizer = source.tokenizer
+    encoder_decoder = is_encoder_decoder(source.model)
     if args.past_context:
+        if encoder_decoder:
+            raise UserError("--past-context continues a decoder's text; an encoder-decoder "
+                            "writes a new output for each source: leave it out")
         return run_past_context(args, source, prompts, texts)
-    new_tokens = choose_new_tokens(args.max_new_tokens, prompts, source.model.config.max_seq_len)
+    config = source.model.config
+    new_tokens = choose_new_tokens(args.max_new_tokens, prompts, config.max_seq_len,
+                                   encoder_decoder)
+    steps_for(source.model).check_request(prompts, new_tokens, config, cli=True)
+    if args.beams != 1:
+        return run_beams(args, source, prompts, texts, new_tokens, encoder_decoder)
     settings = make_settings(new_tokens, temperature=args.temperature, top_k=args.top_k,
                              top_p=args.top_p,
                              stop_tokens=[] if args.ignore_eos else source.stop_tokens,
                              stream=True)
-    config = source.model.config
-    check_request(prompts, new_tokens, vocab_size=config.vocab_size, max_seq_len=config.max_seq_len,
-                  cli=True)
 
     streaming = args.stream and len(prompts) == 1 and tokenizer is not None
     stream = TextStream(tokenizer) if streaming else None
     timer = TokenTimer(then=stream)
-    if streaming:
+    if streaming and not encoder_decoder:
         print(texts[0] if texts is not None else tokenizer.decode(prompts[0]), end="", flush=True)
     timings: dict = {}
     out = decode(source.model, prompts, settings, seed=args.seed, on_tokens=timer, timings=timings)
@@ -146,22 +168,46 @@ def run(args) -> int:
         stream.finish()
         print(flush=True)
     else:
-        for i, (prompt, row, n) in enumerate(zip(prompts, out.tokens, out.num_tokens)):
-            if i:
-                print("-" * 40)
-            new = row[:n].tolist()
-            if tokenizer is None:
-                print(",".join(str(t) for t in new))
-            else:
-                print((texts[i] if texts is not None else tokenizer.decode(prompt))
-                      + tokenizer.decode(new))
-        sys.stdout.flush()
+        print_outputs(prompts, texts, [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)],
+                      tokenizer, encoder_decoder)
 
     total = int(out.num_tokens.sum())
     compile_note = f"compiled in {timings['compile_s']:.1f} s; " if timings["compile_s"] else ""
     print(f"[generate] {compile_note}{len(prompts)} prompt(s), {total} new tokens; time to first "
           f"token {timer.ttft_s * 1e3:.0f} ms; decode {timer.decode_tokens_per_s:.1f} tokens/s",
           file=sys.stderr)
+    return 0
+
+
+def print_outputs(prompts, texts, outputs: list[list[int]], tokenizer, encoder_decoder: bool) -> None:
+    """Each prompt's continuation (a decoder's text goes on from its prompt; an encoder-decoder's
+    output stands alone), or token ids without a tokenizer."""
+    for i, (prompt, new) in enumerate(zip(prompts, outputs)):
+        if i:
+            print("-" * 40)
+        if tokenizer is None:
+            print(",".join(str(t) for t in new))
+        elif encoder_decoder:
+            print(tokenizer.decode(new))
+        else:
+            print((texts[i] if texts is not None else tokenizer.decode(prompt)) + tokenizer.decode(new))
+    sys.stdout.flush()
+
+
+def run_beams(args, source: Source, prompts, texts, new_tokens: int, encoder_decoder: bool) -> int:
+    """--beams N: the best hypothesis of each prompt, printed when the search is done."""
+    if args.beams < 1:
+        raise UserError(f"--beams must be at least 1, got {args.beams}")
+    timings: dict = {}
+    outputs = beam_search(source.model, prompts, new_tokens, num_beams=args.beams,
+                          length_penalty=args.length_penalty, early_stopping=args.early_stopping,
+                          stop_tokens=[] if args.ignore_eos else source.stop_tokens,
+                          timings=timings)
+    print_outputs(prompts, texts, outputs, source.tokenizer, encoder_decoder)
+    total = sum(len(o) for o in outputs)
+    compile_note = f"compiled in {timings['compile_s']:.1f} s; " if timings["compile_s"] else ""
+    print(f"[generate] {compile_note}beam search, {args.beams} beams: {len(prompts)} prompt(s), "
+          f"{total} new tokens in {timings['total_s']:.2f} s", file=sys.stderr)
     return 0
 
 

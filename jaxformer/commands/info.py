@@ -80,7 +80,11 @@ def share(part: int, whole: int) -> str:
 LABELS = {"token_embedding": "token embedding", "positions": "position table",
           "lm_head": "LM head", "attention": "attention (all layers)",
           "feed_forward": "feed-forward (all layers)", "norms": "norms",
-          "router": "routers (all layers)", "experts": "experts (all layers)"}
+          "router": "routers (all layers)", "experts": "experts (all layers)",
+          "encoder_attention": "encoder self-attention", "encoder_feed_forward":
+          "encoder feed-forward", "decoder_attention": "decoder self-attention",
+          "decoder_cross_attention": "decoder cross-attention",
+          "decoder_feed_forward": "decoder feed-forward"}
 EMBEDDING_PARTS = ("token_embedding", "positions", "lm_head")
 
 

@@ -12,7 +12,8 @@ from flax import nnx
 
 from jaxformer.errors import UserError
 from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decode_fn, token_sink
-from jaxformer.generate.prompts import bucket_length, check_request, pad_prompts
+from jaxformer.generate.prompts import bucket_length, pad_prompts
+from jaxformer.generate.steps import steps_for
 
 TokenCallback = Callable[[int, np.ndarray, np.ndarray], None]
 Seed = int | Sequence[int]
@@ -74,8 +75,7 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     if not hasattr(model, "init_cache"):
         raise UserError(f"{type(model).__name__} ({config.family} family) has no decoding cache: "
                         f"it does not generate text")
-    check_request(prompts, settings.max_new_tokens, vocab_size=config.vocab_size,
-                  max_seq_len=config.max_seq_len)
+    steps_for(model).check_request(prompts, settings.max_new_tokens, config)
     if settings.top_k is not None and settings.top_k > config.vocab_size:
         settings = dataclasses.replace(settings, top_k=None)  # keeps everything
     if on_tokens is not None and not settings.stream:
@@ -109,7 +109,8 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: Seed = 0, stop_tokens: list[int] | None = None,
              on_tokens: TokenCallback | None = None, timings: dict | None = None) -> list[list[int]]:
-    """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens.
+    """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens. For an
+    encoder-decoder the prompts are the encoder's inputs and the new tokens are the decoder's.
 
     temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) are applied in that
     order and a token is drawn. Each row has its own random stream: with `seed` a list, row i uses

@@ -2,9 +2,12 @@
 
     prefill:  the padded prompts [batch, bucket] go through the model once, writing every prompt
               token's keys/values into a preallocated cache; row i's next-token logits are read at
-              its last real token, len_i - 1, and token 0 is sampled from them.
+              its last real token, len_i - 1, and token 0 is sampled from them. (An
+              encoder-decoder encodes the prompts and runs its decoder on the start token
+              instead: see `steps.py`.)
     decode:   `jax.lax.scan` over steps t = 1 .. max_new_tokens - 1: feed token t-1 at position
-              len_i + t - 1 (written at that cache slot), sample token t.
+              p_i + t - 1 (written at that cache slot; p_i = len_i, or 1 for an encoder-decoder),
+              sample token t.
 
 Everything static (which sampling rules apply, top-k, stop tokens, the number of new tokens,
 whether to stream) is in `DecodeSettings`; the temperature and top-p values are traced arguments,
@@ -27,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.generate import sampling
-from jaxformer.generate.prompts import cache_length
+from jaxformer.generate.steps import steps_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,15 +129,10 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
     def decode(state, tokens, lengths, rngs, temperature, top_p):
         _trace_count[0] += 1
         model = nnx.merge(graphdef, state)
+        io = steps_for(model)  # decoder-only or encoder-decoder prefill and step
         batch, bucket = tokens.shape
-        max_len = cache_length(bucket, s.max_new_tokens, model.config.max_seq_len)
-        cache = model.init_cache(batch, max_len)
-
-        positions = jnp.broadcast_to(jnp.arange(bucket, dtype=jnp.int32), (batch, bucket))
-        segment_ids = (positions < lengths[:, None]).astype(jnp.int32)  # padding: 0
-        out = model(tokens, positions, segment_ids, cache)
-        cache = out.cache
-        last_logits = out.logits[jnp.arange(batch), lengths - 1]  # [batch, vocab]
+        max_len = io.cache_length(bucket, s.max_new_tokens, model.config)
+        last_logits, cache, first_position = io.prefill(model, tokens, lengths, max_len)
         token = choose(last_logits, rngs, 0, temperature, top_p)
         valid = jnp.ones((batch,), bool)
         done = jnp.isin(token, stop)
@@ -146,9 +144,7 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
             # Merged afresh at the scan's trace level, so a module that sows intermediates (the
             # einsum attention) may do so here.
             model = nnx.merge(graphdef, state)
-            step_positions = (lengths + t - 1)[:, None]
-            out = model(token[:, None], step_positions, jnp.ones_like(step_positions), cache)
-            cache, logits = out.cache, out.logits[:, 0]
+            logits, cache = io.step(model, token, first_position + t - 1, cache)
             new = choose(logits, rngs, t, temperature, top_p)
             # A finished row keeps emitting pad; its (ignored) cache writes stay within its own row.
             new = jnp.where(done, s.pad_id, new)

@@ -5,7 +5,8 @@
     HF directory (config.json + model.safetensors): the imported model; its tokenizer is, in
         order, `--tokenizer PATH` (a sentencepiece `.model` or a `tokenizer.json`), the
         directory's `tokenizer.json` (read with the `tokenizers` package when installed), the
-        directory's sentencepiece `tokenizer.model`; with none of these, prompts are given as
+        directory's sentencepiece `tokenizer.model`, T5's `spiece.model` or Marian's
+        `source.spm` / `target.spm` / `vocab.json`; with none of these, prompts are given as
         token ids (`--prompt-ids`) and the output is token ids.
 """
 
@@ -21,7 +22,7 @@ from jaxformer.errors import UserError
 
 @dataclasses.dataclass
 class Source:
-    model: nnx.Module  # a model that generates (a decoder LM)
+    model: nnx.Module  # a model that generates (a decoder LM or an encoder-decoder)
     tokenizer: object | None  # encode/decode/vocab_size/pieces, or None (token ids only)
     stop_tokens: list[int]  # end-of-text ids the model was trained to emit
     kind: str  # "run" | "hf"
@@ -125,7 +126,8 @@ def load_source(path: str | Path, *, tokenizer: str | Path | None = None,
         elif (path / "tokenizer.model").is_file():
             tok = _tokenizer_from_file(path / "tokenizer.model")
         else:
-            tok = None
+            from jaxformer.interop.hf_tokenizers import sentencepiece_tokenizer
+            tok = sentencepiece_tokenizer(path)  # T5's spiece.model, Marian's source/target.spm
         stops = _hf_stop_tokens(path)
         kind = "hf"
     else:
@@ -143,12 +145,12 @@ def with_attention_impl(model, attention_impl: str):
     """The same parameters in a model that computes attention with `attention_impl`, laid out
     per layer (so that intermediates sown by each layer's attention can be read)."""
     from jaxformer.models import abstract_model
-    from jaxformer.models.layers import unstack_layers
+    from jaxformer.models.layers import unstack_all_layers
 
     config = model.config
     state = nnx.state(model)
     if getattr(config, "scan_layers", False):
-        state = unstack_layers(state)
+        state = unstack_all_layers(state)
     new_config = config.replace(attention_impl=attention_impl, scan_layers=False)
     graphdef, _ = nnx.split(abstract_model(new_config))
     return nnx.merge(graphdef, state)

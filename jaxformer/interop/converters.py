@@ -25,6 +25,10 @@ class Converter:
     tensors: Callable[[str, Any], list[Tensor]]  # (architecture, model config) -> weight table
     base_prefix: dict[str, str]  # architecture -> prefix a bare base-model checkpoint lacks
     ignored_suffixes: tuple[str, ...] = ()  # saved buffers that are not parameters
+    # (architecture, model config, checkpoint) -> model config, for settings config.json does not
+    # record but the tensors show (T5 in transformers 5 writes tie_word_embeddings: true even for
+    # an untied head). The checkpoint offers names() and get(name).
+    config_from_checkpoint: Callable[[str, Any, Any], Any] | None = None
 
 
 _CONVERTERS: list[Converter] = []

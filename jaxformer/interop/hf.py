@@ -1,6 +1,7 @@
 """Import and export HuggingFace checkpoints as safetensors, for every family with a converter
-(today GPT2LMHeadModel and LlamaForCausalLM: `jaxformer/interop/decoder.py`; MixtralForCausalLM:
-`jaxformer/interop/mixtral.py`).
+(GPT2LMHeadModel and LlamaForCausalLM: `jaxformer/interop/decoder.py`; MixtralForCausalLM:
+`mixtral.py`; T5ForConditionalGeneration: `t5.py`, BartForConditionalGeneration and MarianMTModel:
+`bart.py`, registered together in `encoder_decoder.py`).
 
     config, model = jaxformer.interop.hf.load("path/to/hf_dir")           # config.json + safetensors
     logits, _ = model(tokens)
@@ -30,7 +31,8 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxformer.interop import decoder, mixtral  # noqa: F401  (registers the built-in converters)
+# Imported for their side effect: they register the built-in converters.
+from jaxformer.interop import decoder, encoder_decoder, mixtral  # noqa: F401
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,
@@ -216,14 +218,20 @@ def _build(config: Any, params: dict[tuple, np.ndarray]) -> nnx.Module:
 
 
 def load(path: str | Path, *, dtype: str | None = None, **overrides) -> tuple[Any, nnx.Module]:
-    """Load a local HF directory of a supported architecture (GPT2LMHeadModel, LlamaForCausalLM).
+    """Load a local HF directory of a supported architecture (GPT2LMHeadModel, LlamaForCausalLM,
+    T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel).
 
     dtype: "float32" (default), "bfloat16" or "float16" for both the parameters and the compute.
     overrides: config fields that leave parameter shapes alone (`attention_impl`, `remat`,
     `dropout`). Returns (config, model) with the weights in place and `scan_layers=False`.
     """
     path = Path(path)
-    config = config_from_hf(read_config(path))
+    hf_config = read_config(path)
+    converter, arch = converter_for(hf_config)
+    config = converter.config_from_hf(arch, hf_config)
+    if converter.config_from_checkpoint is not None:
+        with _Checkpoint(path, converter.base_prefix.get(arch, "")) as ckpt:
+            config = converter.config_from_checkpoint(arch, config, ckpt)
     if dtype is not None:
         if dtype not in DTYPES:
             raise UnsupportedConfigError(f"dtype={dtype!r} is not one of {list(DTYPES)}")

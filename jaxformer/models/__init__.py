@@ -3,9 +3,12 @@
 from jaxformer.models import families  # noqa: F401  (registers the built-in families)
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.decoder import DecoderLM
+from jaxformer.models.encoder_decoder import EncoderDecoder
+from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
 from jaxformer.models.output import ModelOutput
 from jaxformer.models.registry import (Family, abstract_model, build_model, family_names,
                                        family_of, get_family, register_family)
 
-__all__ = ["DecoderConfig", "DecoderLM", "Family", "ModelOutput", "abstract_model", "build_model",
-           "family_names", "family_of", "get_family", "register_family"]
+__all__ = ["DecoderConfig", "DecoderLM", "EncoderDecoder", "EncoderDecoderConfig", "Family",
+           "ModelOutput", "abstract_model", "build_model", "family_names", "family_of",
+           "get_family", "register_family"]

@@ -1,9 +1,12 @@
 """The built-in model families, registered with `jaxformer.models.registry` on import."""
 
-from jaxformer.models import costs
+from jaxformer.models import costs, encoder_decoder_costs
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.decoder import DecoderLM
+from jaxformer.models.encoder_decoder import EncoderDecoder
+from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
 from jaxformer.models.registry import Family, register_family
+from jaxformer.parallel.rules import declare_logical_axis
 
 
 def decoder_sizes(c: DecoderConfig) -> list[tuple[str, str, int, str]]:
@@ -36,3 +39,14 @@ DECODER = register_family(Family(
     description="decoder-only language model (GPT-2, Llama)",
     param_counts=costs.decoder_param_counts, flops_parts=costs.decoder_flops_parts,
     sizes=decoder_sizes))
+
+
+# T5's relative position tables [buckets, heads]: small, kept whole on every device.
+declare_logical_axis("relative_buckets", None)
+ENCODER_DECODER = register_family(Family(
+    name="encoder_decoder", config_class=EncoderDecoderConfig, model_class=EncoderDecoder,
+    default_task="seq2seq",
+    description="encoder-decoder (2017 Transformer, T5 v1.0/v1.1, BART, Marian)",
+    param_counts=encoder_decoder_costs.encoder_decoder_param_counts,
+    flops_parts=encoder_decoder_costs.encoder_decoder_flops_parts,
+    sizes=encoder_decoder_costs.encoder_decoder_sizes))

@@ -156,3 +156,14 @@ def unstack_layers(state, key: str = "layers"):
 
     per_layer = {i: take(i) for i in range(num_layers)}
     return _replace(state, key, per_layer)
+
+
+def unstack_all_layers(state, key: str = "layers"):
+    """`unstack_layers` at every `key` entry of a nested state: a decoder's one stack, or an
+    encoder-decoder's two (`encoder/layers`, `decoder/layers`)."""
+    raw = _raw(state)
+    if key in raw:
+        return unstack_layers(state, key)
+    items = {name: _raw(unstack_all_layers(value, key)) if isinstance(value, dict) else value
+             for name, value in raw.items()}
+    return nnx.State(items) if isinstance(state, nnx.State) else items

@@ -11,10 +11,11 @@ from jaxformer.nn.linear import Linear
 from jaxformer.nn.norms import LayerNorm, RMSNorm, make_norm
 from jaxformer.nn.positions import (RopeScaling, alibi_bias, alibi_slopes, apply_rope,
                                     rope_inverse_frequencies, sinusoidal)
+from jaxformer.nn.relative_position import RelativePositionBias, relative_position_bucket
 
 __all__ = [
     "Attention", "Embed", "FeedForward", "LayerNorm", "LearnedPositions", "Linear", "RMSNorm",
-    "RopeScaling", "TransformerBlock", "alibi_bias", "alibi_slopes", "apply_rope", "attention_mask",
-    "dropout", "einsum_attention", "init_layer_cache", "make_norm", "rope_inverse_frequencies",
-    "sinusoidal", "xla_attention",
+    "RelativePositionBias", "RopeScaling", "TransformerBlock", "alibi_bias", "alibi_slopes",
+    "apply_rope", "attention_mask", "dropout", "einsum_attention", "init_layer_cache", "make_norm",
+    "relative_position_bucket", "rope_inverse_frequencies", "sinusoidal", "xla_attention",
 ]

@@ -1,6 +1,7 @@
 """Multi-head attention: self-attention (grouped key/value heads, position schemes, masks, a KV
 cache) and cross-attention over an encoder's output, in one module."""
 
+import logging
 import math
 
 import jax
@@ -94,6 +95,7 @@ class Attention(nnx.Module):
         *,
         kv: jax.Array | None = None,
         kv_segment_ids: jax.Array | None = None,
+        bias: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache | MemoryCache | None]:
         """x: [batch, time, embed]; positions, segment_ids: [batch, time] (segment 0 = padding).
 
@@ -105,6 +107,9 @@ class Attention(nnx.Module):
         (0 = padding; default: no padding). Queries attend to every real memory token (of the same
         segment, when both sides carry segment ids). With a `MemoryCache` and `kv`, the memory's
         keys and values are computed and stored; with the cache and no `kv`, they are read from it.
+
+        `bias` [batch or 1, heads, time, key_time] is added to the self-attention scores (T5's
+        relative position bias); with a KVCache its key axis is the cache's slots.
 
         Returns (output [batch, time, embed], the updated cache or None).
         """
@@ -119,7 +124,7 @@ class Attention(nnx.Module):
             k = apply_rope(k, positions, self.rope_theta, self.rope_scaling)
 
         if cache is None:
-            out = self._uncached(q, k, v, segment_ids)
+            out = self._uncached(q, k, v, segment_ids, bias)
             if out is not None:
                 return self.out(out), cache
             q_index = k_index = jnp.broadcast_to(jnp.arange(time), (batch, time))
@@ -132,9 +137,9 @@ class Attention(nnx.Module):
             q_index = positions
             k_index = jnp.broadcast_to(jnp.arange(k_segment_ids.shape[1]), k_segment_ids.shape)
 
-        bias = None
         if self.position == "alibi":
-            bias = alibi_bias(self.num_heads, q_index, k_index, self.causal)
+            alibi = alibi_bias(self.num_heads, q_index, k_index, self.causal)
+            bias = alibi if bias is None else bias + alibi
         # With nothing but a plain causal (or no) mask, let the kernel build it: that is the case
         # cuDNN's flash attention handles fastest.
         mask = None
@@ -150,10 +155,20 @@ class Attention(nnx.Module):
         self._record(weights)
         return self.out(out), cache
 
-    def _uncached(self, q, k, v, segment_ids):
+    def _uncached(self, q, k, v, segment_ids, bias=None):
         """Self-attention without a cache through a kernel other than the dense xla/einsum path
-        (None: the caller runs that path), or as ring attention under a `context` mesh axis."""
+        (None: the caller runs that path), or as ring attention under a `context` mesh axis.
+        An additive score `bias` (T5's relative positions) needs the dense path."""
         slopes = alibi_slopes(self.num_heads) if self.position == "alibi" else None
+        if bias is not None:
+            if context_parallelism() > 1:
+                raise ValueError("ring attention (mesh.context > 1) cannot add a score bias such as "
+                                 "T5's relative positions: set mesh.context=1")
+            if self.implementation not in ("xla", "einsum"):
+                attention_kernels.say_once(
+                    f"attention_impl={self.implementation} cannot add a score bias (T5's relative "
+                    f"positions), falling back to xla", logging.WARNING)
+            return None
         if context_parallelism() > 1:
             if (self.pattern is not None and self.pattern.kind != "sliding") or slopes is not None:
                 raise ValueError("ring attention (mesh.context > 1) supports causal or full masks, "
@@ -214,5 +229,5 @@ class Attention(nnx.Module):
             y, cache = self(x, ctx.positions, ctx.segment_ids, cache, kv=ctx.memory,
                             kv_segment_ids=ctx.memory_segment_ids)
         else:
-            y, cache = self(x, ctx.positions, ctx.segment_ids, cache)
+            y, cache = self(x, ctx.positions, ctx.segment_ids, cache, bias=ctx.attention_bias)
         return y, cache, {}

@@ -13,6 +13,8 @@ h // (heads // kv_heads), the grouping that HF and `jax.nn.dot_product_attention
 import jax
 import jax.numpy as jnp
 
+from jaxformer.nn.dropout import dropout
+
 # xla, einsum: dense, here. The rest (and `auto`'s choice) live in attention_kernels.py.
 IMPLEMENTATIONS = ("xla", "cudnn", "einsum", "chunked", "splash", "pallas_gpu", "auto")
 
@@ -51,15 +53,20 @@ def attention_mask(
     return mask[:, None, :, :]
 
 
-def einsum_attention(q, k, v, mask=None, bias=None, *, scale: float):
-    """Returns (out [batch, q_time, heads, head_dim], weights [batch, heads, q_time, k_time])."""
+def einsum_attention(q, k, v, mask=None, bias=None, *, scale: float, dropout_rate: float = 0.0,
+                     dropout_rng: jax.Array | None = None):
+    """Returns (out [batch, q_time, heads, head_dim], weights [batch, heads, q_time, k_time]).
+
+    With `dropout_rng`, the attention probabilities are dropped at `dropout_rate` before they
+    weight the values, as HF's BERT does (`attention_probs_dropout_prob`); the weights returned are
+    then the dropped ones, as HF returns them."""
     batch, q_time, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     group = heads // kv_heads
     qg = q.reshape(batch, q_time, kv_heads, group, head_dim)
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores.reshape(batch, heads, q_time, k.shape[1]) * scale
-    weights = _masked_softmax(scores, mask, bias)
+    weights = dropout(_masked_softmax(scores, mask, bias), dropout_rate, dropout_rng)
     wg = weights.reshape(batch, kv_heads, group, q_time, k.shape[1]).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", wg, v).reshape(batch, q_time, heads, head_dim)
     return out, weights

@@ -17,3 +17,6 @@ class BlockContext:
     memory: jax.Array | None = None  # [batch, memory_len, embed]: what cross-attention reads
     memory_segment_ids: jax.Array | None = None  # [batch, memory_len]; 0 marks padding
     dropout_rng: jax.Array | None = None  # a key turns dropout on (training); None: evaluation
+    # [batch or 1, heads, time, key_time], added to self-attention scores in every layer of a
+    # stack (T5's relative position bias, computed once per stack; see nn/relative_position.py).
+    attention_bias: jax.Array | None = None

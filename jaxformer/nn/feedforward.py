@@ -15,11 +15,13 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
 }
-GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
+# geglu_tanh gates with the tanh GELU: T5 v1.1's "gated-gelu" (HF's gelu_new).
+GATED = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh", "reglu": "relu"}
 
 
 class FeedForward(nnx.Module):
-    """`activation` is one of gelu, gelu_tanh, relu, silu, or gated swiglu, geglu, reglu."""
+    """`activation` is one of gelu, gelu_tanh, relu, silu, or gated swiglu, geglu, geglu_tanh,
+    reglu."""
 
     def __init__(self, d_model: int, hidden_dim: int, *, activation: str = "gelu",
                  use_bias: bool = True, init: Initializer | None = None,

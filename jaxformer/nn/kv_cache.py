@@ -74,11 +74,13 @@ def write(cache: KVCache, k: jax.Array, v: jax.Array, positions: jax.Array,
                        segment_ids.astype(jnp.int32)))
 
 
-def reorder(cache: Any, indices: jax.Array) -> Any:
+def reorder(cache: Any, indices: jax.Array, *, types: tuple[type, ...] = CACHE_TYPES) -> Any:
     """Take rows `indices` [new_batch] of every cache in `cache` (any pytree holding KVCache /
-    MemoryCache objects) along each array's declared batch axis: beam search's reordering."""
+    MemoryCache objects) along each array's declared batch axis: beam search's reordering.
+    `types` limits it to some cache classes (beam search reorders only KVCache: the beams of one
+    input share its MemoryCache rows)."""
     def take(node):
-        if not isinstance(node, CACHE_TYPES):
+        if not isinstance(node, types):
             return node
         return node.replace(**{name: jnp.take(getattr(node, name), indices, axis=axis)
                                for name, axis in node.batch_axes.items()})

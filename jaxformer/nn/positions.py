@@ -13,13 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def sinusoidal(positions: jax.Array, dim: int, max_timescale: float = 10000.0) -> jax.Array:
+def sinusoidal(positions: jax.Array, dim: int, max_timescale: float = 10000.0, *,
+               interleave: bool = True) -> jax.Array:
     """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...) (Vaswani et al. 2017, 3.5).
+    `interleave=False` puts the sines in the first half and the cosines in the second (tensor2tensor,
+    fairseq and Marian lay it out so).
 
     positions: [batch, time] -> [batch, time, dim] float32.
     """
     inv_timescale = max_timescale ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
     angles = positions[..., None].astype(jnp.float32) * inv_timescale.astype(np.float32)
+    if not interleave:
+        return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)[..., :dim]
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # interleave sin/cos
     return pe.reshape(*positions.shape, -1)[..., :dim]
 

@@ -9,6 +9,7 @@ k micro-batches itself and divides by their total token count (see `jaxformer.tr
 import fnmatch
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -18,7 +19,17 @@ from jaxformer.nn.params import path_string
 
 def make_schedule(config: OptimizerConfig) -> optax.Schedule:
     """Learning rate at optimizer step t: linear from 0 to `lr` over `warmup_steps`, then a half
-    cosine down to `min_lr` at `decay_steps`, then `min_lr` (nanoGPT's `get_lr`)."""
+    cosine down to `min_lr` at `decay_steps`, then `min_lr` (nanoGPT's `get_lr`). Or, with
+    `schedule: rsqrt`, `lr * min(s / warmup, sqrt(warmup / s))` at step s = t + 1 (Vaswani et al.
+    2017, 5.3, with `lr` their peak d_model^-0.5 * warmup^-0.5)."""
+    if config.schedule == "rsqrt":
+        lr, warmup = config.lr, float(config.warmup_steps)
+
+        def rsqrt(count):
+            step = jnp.asarray(count, jnp.float32) + 1.0
+            return lr * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+
+        return rsqrt
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.lr, warmup_steps=config.warmup_steps,
         decay_steps=config.decay_steps, end_value=config.min_lr)

@@ -1,0 +1,131 @@
+"""BartForConditionalGeneration and MarianMTModel -> the encoder-decoder family (import).
+
+Both are post-norm encoder-decoders with biases everywhere, one token table shared by encoder,
+decoder and the output layer, and a `final_logits_bias` added to the logits. They differ in
+positions and embeddings:
+
+- BART: a learned table per stack whose rows start at 2 (`max_position_embeddings + 2` rows; HF's
+  offset), a LayerNorm right after the embeddings (`layernorm_embedding`), GELU (erf).
+- Marian: sinusoidal positions with the sines in the first half and the cosines in the second,
+  never saved; no embedding LayerNorm; embeddings scaled by sqrt(d_model) (`scale_embedding`);
+  swish (SiLU).
+
+HF keeps `final_logits_bias` as a buffer: it is in the checkpoint but not counted as a parameter
+(bart-base has 139,420,416 parameters without it). A checkpoint without it gets none.
+Weights are nn.Linear [out, in].
+"""
+
+from typing import Any
+
+import numpy as np
+
+from jaxformer.interop.errors import UnsupportedConfigError
+from jaxformer.interop.tables import Tensor, reshaped, vocab_table
+from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+
+BART = "BartForConditionalGeneration"
+MARIAN = "MarianMTModel"
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+               "relu": "relu", "swish": "silu", "silu": "silu"}
+
+
+def _same(hf: dict, encoder_key: str, decoder_key: str, default):
+    value = hf.get(encoder_key, default)
+    if hf.get(decoder_key, default) != value:
+        raise UnsupportedConfigError(
+            f"config.json {encoder_key}={value} but {decoder_key}={hf.get(decoder_key)}: "
+            f"jaxformer's encoder-decoder uses one value for both stacks")
+    return value
+
+
+def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
+    activation = hf.get("activation_function", "gelu")
+    if activation not in ACTIVATIONS:
+        raise UnsupportedConfigError(f"config.json activation_function={activation!r} is not "
+                                     f"supported: use one of {sorted(ACTIVATIONS)}")
+    marian = arch == MARIAN
+    if marian:
+        if not hf.get("share_encoder_decoder_embeddings", True):
+            raise UnsupportedConfigError("config.json share_encoder_decoder_embeddings=false is "
+                                         "not supported: jaxformer shares one token table")
+        if hf.get("decoder_vocab_size") not in (None, hf.get("vocab_size")):
+            raise UnsupportedConfigError("config.json decoder_vocab_size differs from vocab_size: "
+                                         "not supported (one shared vocabulary)")
+    if not hf.get("tie_word_embeddings", True):
+        raise UnsupportedConfigError("config.json tie_word_embeddings=false is not supported for "
+                                     f"{arch}: the output layer is the shared token table")
+    for key in ("normalize_before", "add_final_layer_norm"):  # mBART-style variants
+        if hf.get(key):
+            raise UnsupportedConfigError(f"config.json {key}=true is not supported for {arch}")
+    heads = _same(hf, "encoder_attention_heads", "decoder_attention_heads", 16)
+    d_model = hf.get("d_model", 1024)
+    return EncoderDecoderConfig(
+        vocab_size=hf.get("vocab_size", 58101 if marian else 50265), d_model=d_model,
+        encoder_layers=hf.get("encoder_layers", 12), decoder_layers=hf.get("decoder_layers", 12),
+        num_heads=heads, mlp_dim=_same(hf, "encoder_ffn_dim", "decoder_ffn_dim", 4096),
+        max_seq_len=hf.get("max_position_embeddings", 1024),
+        position="sinusoidal_halves" if marian else "learned", position_offset=0 if marian else 2,
+        norm="layernorm", norm_eps=1e-5, norm_position="post", embedding_norm=not marian,
+        activation=ACTIVATIONS[activation], use_bias=True,
+        scale_embedding=bool(hf.get("scale_embedding", False)), attention_scale=True,
+        tie_embeddings=True, scale_decoder_output=False, final_logits_bias=True,
+        decoder_start_token_id=int(hf.get("decoder_start_token_id", 58100 if marian else 2)),
+        init_std=hf.get("init_std", 0.02))
+
+
+def config_from_checkpoint(arch: str, config: EncoderDecoderConfig, ckpt) -> EncoderDecoderConfig:
+    """A checkpoint saved without `final_logits_bias` means a zero bias: none at all."""
+    return config if "final_logits_bias" in ckpt.names() else config.replace(final_logits_bias=False)
+
+
+def _linear(hf_name: str, path: tuple, c: EncoderDecoderConfig, kind: str) -> list[Tensor]:
+    """weight + bias of one nn.Linear; kind: "in" (q/k/v), "out" (out_proj), "up", "down"."""
+    D, F, H, hd = c.d_model, c.mlp_dim, c.num_heads, c.head_size
+    shapes = {"in": ((H * hd, D), (D, H, hd), (H, hd)), "out": ((D, H * hd), (H, hd, D), (D,)),
+              "up": ((F, D), (D, F), (F,)), "down": ((D, F), (F, D), (D,))}
+    hf_shape, kernel, bias = shapes[kind]
+    return [reshaped(hf_name + ".weight", hf_shape, path + ("kernel",), kernel, transpose=True),
+            reshaped(hf_name + ".bias", hf_shape[:1], path + ("bias",), bias)]
+
+
+def _norm(hf_name: str, path: tuple, D: int) -> list[Tensor]:
+    return [reshaped(hf_name + ".weight", (D,), path + ("scale",), (D,)),
+            reshaped(hf_name + ".bias", (D,), path + ("bias",), (D,))]
+
+
+def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
+    c = config
+    D, V = c.d_model, c.vocab_size
+    rows = [vocab_table("model.shared.weight", V, D, ("embed", "embedding"), c.padded_vocab_size)]
+    if c.final_logits_bias:
+        pad = c.padded_vocab_size - V
+        rows.append(Tensor("final_logits_bias", (1, V), (("final_logits_bias",),),
+                           lambda w: (np.pad(w[0], (0, pad)),), lambda p: p[None, :V]))
+    for stack, layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        prefix = f"model.{stack}."
+        if c.position == "learned":
+            rows.append(reshaped(prefix + "embed_positions.weight",
+                                 (c.max_seq_len + c.position_offset, D),
+                                 (stack, "position_embedding", "embedding"),
+                                 (c.max_seq_len + c.position_offset, D)))
+        if c.embedding_norm:
+            rows += _norm(prefix + "layernorm_embedding", (stack, "embedding_norm"), D)
+        for i in range(layers):
+            hf, ours = f"{prefix}layers.{i}.", (stack, "layers", i)
+            attentions = [("self_attn", "attention")]
+            if stack == "decoder":
+                attentions.append(("encoder_attn", "cross_attention"))
+            for hf_attn, attn in attentions:
+                for part, proj in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
+                    rows += _linear(f"{hf}{hf_attn}.{part}", ours + (attn, proj), c, "in")
+                rows += _linear(f"{hf}{hf_attn}.out_proj", ours + (attn, "out"), c, "out")
+                rows += _norm(f"{hf}{hf_attn}_layer_norm", ours + (attn + "_norm",), D)
+            rows += _linear(hf + "fc1", ours + ("feed_forward", "up"), c, "up")
+            rows += _linear(hf + "fc2", ours + ("feed_forward", "down"), c, "down")
+            rows += _norm(hf + "final_layer_norm", ours + ("feed_forward_norm",), D)
+    return rows
+
+
+# Tied copies of the shared table, and Marian's sinusoidal tables (recomputed, never needed).
+IGNORED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
+           "encoder.embed_positions.weight", "decoder.embed_positions.weight")

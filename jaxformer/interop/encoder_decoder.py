@@ -1,0 +1,46 @@
+"""The encoder-decoder family's HF converter: T5ForConditionalGeneration (import and export),
+BartForConditionalGeneration and MarianMTModel (import). The tables live in `t5.py` and
+`bart.py`; this module picks between them by architecture and registers the converter."""
+
+from typing import Any
+
+from jaxformer.interop import bart, t5
+from jaxformer.interop.converters import Converter, register_converter
+from jaxformer.interop.errors import UnsupportedConfigError
+from jaxformer.interop.tables import Tensor
+from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+
+MODULES = {t5.T5: t5, bart.BART: bart, bart.MARIAN: bart}
+MODEL_TYPES = {"t5": t5.T5, "bart": bart.BART, "marian": bart.MARIAN}
+
+
+def config_from_hf(arch: str, hf_config: dict[str, Any]) -> EncoderDecoderConfig:
+    return MODULES[arch].config_from_hf(arch, hf_config)
+
+
+def config_from_checkpoint(arch: str, config: EncoderDecoderConfig, ckpt) -> EncoderDecoderConfig:
+    return MODULES[arch].config_from_checkpoint(arch, config, ckpt)
+
+
+def export_architecture(config: EncoderDecoderConfig) -> str:
+    try:
+        return t5.export_architecture(config)
+    except UnsupportedConfigError as e:
+        raise UnsupportedConfigError(f"{e} (export writes T5ForConditionalGeneration only; BART "
+                                     f"and Marian checkpoints are imported)") from None
+
+
+def config_to_hf(arch: str, config: EncoderDecoderConfig) -> dict[str, Any]:
+    return t5.config_to_hf(arch, config)
+
+
+def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
+    return MODULES[arch].tensors(arch, config)
+
+
+CONVERTER = register_converter(Converter(
+    family="encoder_decoder", architectures=tuple(MODULES), model_types=MODEL_TYPES,
+    config_from_hf=config_from_hf, export_architecture=export_architecture,
+    config_to_hf=config_to_hf, tensors=tensors, base_prefix={},
+    ignored_suffixes=tuple(sorted(set(t5.IGNORED) | set(bart.IGNORED))),
+    config_from_checkpoint=config_from_checkpoint))

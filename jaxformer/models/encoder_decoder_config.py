@@ -1,0 +1,131 @@
+"""The encoder-decoder's configuration: one dataclass covers the 2017 Transformer, T5 (v1.0 and
+v1.1), BART and Marian. The defaults are t5-small (T5 v1.0)."""
+
+import dataclasses
+from typing import ClassVar
+
+from jaxformer.models.config import DTYPES, NORMS, REMAT
+from jaxformer.nn.attention_ops import IMPLEMENTATIONS
+from jaxformer.nn.feedforward import ACTIVATIONS, GATED
+
+# sinusoidal: the 2017 paper's table (sin and cos interleaved); sinusoidal_halves: sines then
+# cosines (Marian, fairseq); learned: a table per stack (BART, with `position_offset` 2);
+# relative: T5's bucketed bias on the self-attention scores, one table per stack.
+POSITIONS = ("sinusoidal", "sinusoidal_halves", "learned", "relative")
+INITS = ("normal", "t5")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderConfig:
+    """Sizes: V vocab_size (shared by source and target), D d_model, H num_heads of head_dim
+    (T5's d_kv, may differ from D / H), I mlp_dim, encoder_layers / decoder_layers, T max_seq_len
+    (the longest source and the longest target a position table covers).
+
+    The model: token embedding (shared by encoder, decoder and, with `tie_embeddings`, the output
+    layer), times sqrt(D) with `scale_embedding`, plus positions, then `embedding_norm` (BART's
+    layernorm_embedding) and dropout; the encoder's blocks (self-attention, feed-forward), the
+    decoder's (causal self-attention, cross-attention over the encoder's output, feed-forward),
+    each sublayer with its norm before (`norm_position: pre`, T5) or after (`post`: 2017, BART,
+    Marian) the residual; a final norm per stack for pre-norm models; the output layer (tied
+    embedding, times D^-0.5 first with `scale_decoder_output` as in T5 v1.0, or its own matrix)
+    plus `final_logits_bias` (BART, Marian).
+    """
+
+    is_encoder_decoder: ClassVar[bool] = True
+
+    family: str = "encoder_decoder"
+    vocab_size: int = 32128
+    vocab_pad_multiple: int = 128  # embedding rows rounded up to a multiple (1: no padding)
+    d_model: int = 512
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    num_heads: int = 8
+    head_dim: int | None = None  # None: d_model // num_heads
+    mlp_dim: int = 2048
+    max_seq_len: int = 512
+    position: str = "relative"  # sinusoidal | sinusoidal_halves | learned | relative
+    position_offset: int = 0  # learned tables start at this row (BART: 2)
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    norm: str = "rmsnorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-6
+    norm_position: str = "pre"  # pre (T5) | post (2017, BART, Marian)
+    embedding_norm: bool = False  # a norm right after the embeddings (BART)
+    activation: str = "relu"
+    use_bias: bool = False  # biases in projections and LayerNorms
+    scale_embedding: bool = False  # token embeddings times sqrt(d_model) (2017, Marian)
+    attention_scale: bool = True  # scores times 1/sqrt(head_dim); T5 folds it into its init
+    tie_embeddings: bool = True  # the output layer is the token embedding transposed
+    scale_decoder_output: bool = True  # decoder output times d_model^-0.5 before a tied head (T5 v1.0)
+    final_logits_bias: bool = False  # a [vocab] bias on the logits (BART, Marian)
+    decoder_start_token_id: int = 0  # the decoder's first input (T5: pad 0; BART: eos 2)
+    dropout: float = 0.0  # on embeddings and residual branches
+    attention_impl: str = "xla"  # xla | cudnn | einsum (einsum can return attention weights)
+    init: str = "normal"  # normal: N(0, init_std) everywhere; t5: Mesh TensorFlow's scaled normals
+    init_std: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: str = "none"
+
+    def __post_init__(self):
+        def check(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"model.{name}={value!r} is not one of {list(allowed)}")
+
+        check("position", POSITIONS)
+        check("norm", NORMS)
+        check("norm_position", ("pre", "post"))
+        check("activation", tuple(ACTIVATIONS) + tuple(GATED))
+        check("attention_impl", IMPLEMENTATIONS)
+        check("remat", REMAT)
+        check("dtype", DTYPES)
+        check("param_dtype", DTYPES)
+        check("init", INITS)
+        for name in ("vocab_size", "vocab_pad_multiple", "d_model", "encoder_layers",
+                     "decoder_layers", "num_heads", "mlp_dim", "max_seq_len", "relative_buckets",
+                     "relative_max_distance"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
+                             f"{self.num_heads}: set model.head_dim explicitly")
+        if self.position.startswith("sinusoidal") and self.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even model.d_model, got {self.d_model}")
+        if self.position == "relative" and self.relative_buckets < 4:
+            raise ValueError(f"model.relative_buckets={self.relative_buckets} is too few: T5 uses 32")
+        if self.position_offset < 0:
+            raise ValueError(f"model.position_offset must not be negative, got {self.position_offset}")
+        # Checked against the vocabulary where it is used: a run sets vocab_size from its
+        # tokenizer only after the config is read.
+        if self.decoder_start_token_id < 0:
+            raise ValueError(f"model.decoder_start_token_id must not be negative, got "
+                             f"{self.decoder_start_token_id}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.vocab_pad_multiple
+        return -(-self.vocab_size // m) * m
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads
+
+    @property
+    def num_layers(self) -> int:
+        """Encoder and decoder layers together (for reports that show one depth)."""
+        return self.encoder_layers + self.decoder_layers
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.mlp_dim
+
+    def replace(self, **changes) -> "EncoderDecoderConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,75 @@
+"""What an encoder-decoder costs: parameters by part (HF's count) and training FLOPs per token."""
+
+import jax
+
+from jaxformer.models.costs import ParamCounts, _path_keys, _size, count_params, param_shapes
+from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+
+GROUPS = ("token_embedding", "positions", "lm_head", "encoder_attention", "encoder_feed_forward",
+          "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
+
+
+def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
+    """Counted from a copy with one layer per stack, each layer counted as often as the stack has
+    layers (the layers are identical). As HF counts: tied weights once, the padded vocabulary at
+    its real size, and `final_logits_bias` left out (HF keeps it as a buffer, not a parameter).
+    Relative position tables count as positions (left out of N in the FLOPs, as tables are)."""
+    c = config
+    state = param_shapes(c.replace(encoder_layers=1, decoder_layers=1))
+    groups = dict.fromkeys(GROUPS, 0)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        keys = _path_keys(path)
+        size = _size(leaf)
+        if keys[0] in ("encoder", "decoder") and keys[1] == "layers":
+            sublayer = next(k for k in keys[2:] if not k.isdigit())
+            group = (f"{keys[0]}_{sublayer}" if sublayer in ("attention", "cross_attention",
+                                                             "feed_forward") else "norms")
+            size *= c.encoder_layers if keys[0] == "encoder" else c.decoder_layers
+        elif keys[0] in ("encoder", "decoder"):
+            group = ("positions" if keys[1] in ("position_embedding", "relative_bias")
+                     else "norms")
+        elif keys[0] == "final_logits_bias":
+            continue
+        else:
+            group = {"embed": "token_embedding", "lm_head": "lm_head"}[keys[0]]
+            size = size // c.padded_vocab_size * c.vocab_size
+        groups[group] += size
+    # per_layer stays 0: an encoder layer and a decoder layer differ.
+    return ParamCounts(groups, num_layers=c.encoder_layers + c.decoder_layers)
+
+
+def encoder_decoder_flops_parts(config: EncoderDecoderConfig, seq_len: int | None = None
+                                ) -> dict[str, int]:
+    """Training FLOPs per token, a token being a source or a target token and sources as long as
+    targets (T each): each token passes one stack, so the weight matmuls cost 6N / 2 per token on
+    average (N all parameters but position tables); attention scores and weighted values cost
+    12 d T per layer per token (PaLM appendix B), over the encoder's self-attention for a source
+    token and the decoder's self- and cross-attention for a target token."""
+    c = config
+    seq_len = seq_len or c.max_seq_len
+    width = c.num_heads * c.head_size
+    return {"3N (6N / 2: a token passes one stack)": 3 * count_params(c, include_positions=False),
+            "6 x (enc + 2 dec layers) x d x T (attention)":
+                6 * (c.encoder_layers + 2 * c.decoder_layers) * width * seq_len}
+
+
+def encoder_decoder_sizes(c: EncoderDecoderConfig) -> list[tuple[str, str, int, str]]:
+    """Rows (symbol, field, value, note) for `jaxformer info`'s sizes table."""
+    position = {"relative": f"relative buckets {c.relative_buckets} (max distance "
+                            f"{c.relative_max_distance})",
+                "learned": "learned" + (f" (offset {c.position_offset})" if c.position_offset else ""),
+                "sinusoidal": "sinusoidal", "sinusoidal_halves": "sinusoidal (sin | cos halves)"}
+    vocab = (f"table padded to {c.padded_vocab_size:,} rows"
+             if c.padded_vocab_size != c.vocab_size else "")
+    head = ("tied" + (", scaled by d^-0.5" if c.scale_decoder_output else "")
+            if c.tie_embeddings else "untied")
+    return [
+        ("V", "vocab_size", c.vocab_size, vocab),
+        ("D", "d_model", c.d_model, f"output layer {head}"),
+        ("T", "max_seq_len", c.max_seq_len, f"positions: {position[c.position]}"),
+        ("H", "num_heads", c.num_heads, f"head dim {c.head_size}"
+                                        + ("" if c.attention_scale else ", no 1/sqrt(d) scaling")),
+        ("I", "mlp_dim", c.mlp_dim, c.activation),
+        ("Le", "encoder_layers", c.encoder_layers, f"{c.norm_position}-{c.norm}"),
+        ("Ld", "decoder_layers", c.decoder_layers, "with cross-attention"),
+    ]
