@@ -131,7 +131,8 @@ def test_model_reports_losses_and_statistics():
                            moe_num_experts=4, moe_top_k=2, moe_dispatch="capacity",
                            moe_capacity_factor=0.5)
     model = build_model(config, rngs=nnx.Rngs(0))
-    out = model(jnp.ones((2, 16), jnp.int32) * jnp.arange(16), dropout_rng=jax.random.key(0))
+    run = nnx.jit(lambda m, tokens, key: m(tokens, dropout_rng=key))  # one compile, not op by op
+    out = run(model, jnp.ones((2, 16), jnp.int32) * jnp.arange(16), jax.random.key(0))
     assert set(out.aux) == {"load_balancing_loss", "router_z_loss"}
     loads = [float(out.stats[f"moe/load_expert_{e}"]) for e in range(4)]
     assert sum(loads) == pytest.approx(1.0, rel=1e-5)  # averaged over layers
