@@ -80,6 +80,7 @@ def share(part: int, whole: int) -> str:
 LABELS = {"token_embedding": "token embedding", "positions": "position table",
           "lm_head": "LM head", "attention": "attention (all layers)",
           "feed_forward": "feed-forward (all layers)", "norms": "norms",
+          "router": "routers (all layers)", "experts": "experts (all layers)",
           "encoder_attention": "encoder self-attention", "encoder_feed_forward":
           "encoder feed-forward", "decoder_attention": "decoder self-attention",
           "decoder_cross_attention": "decoder cross-attention",
@@ -109,6 +110,9 @@ def parameter_table(counts: ParamCounts, config) -> Table:
         rows.append((indent + LABELS.get(name, name), value, share(value, total)))
     if counts.per_layer:
         rows.append(("per layer", counts.per_layer, human(counts.per_layer)))
+    if counts.active is not None:
+        top = f"top-{getattr(config, 'moe_top_k', '?')} of {getattr(config, 'moe_num_experts', '?')} experts"
+        rows.append((f"active per token ({top})", counts.active, share(counts.active, total)))
     for name, value, note in rows:
         table.add_row(name, f"{value:,}", note)
     dtype = getattr(config, "param_dtype", "float32")
@@ -147,6 +151,36 @@ def flops_table(config, seq_len: int, tokens: float) -> Table:
     return table
 
 
+def attention_line(config, seq_len: int) -> str | None:
+    """Which attention kernel the config's `attention_impl` runs here, at T = seq_len, for
+    unpacked rows (nn/attention_kernels.py; packed rows add segment ids, which some kernels lack)."""
+    requested = getattr(config, "attention_impl", None)
+    if requested is None or not hasattr(config, "num_heads"):
+        return None
+    import jax
+
+    from jaxformer.nn import attention_kernels
+
+    case = attention_kernels.Case(
+        q_len=seq_len, heads=config.num_heads, kv_heads=getattr(config, "kv_heads", config.num_heads),
+        head_dim=getattr(config, "head_size", config.d_model // config.num_heads),
+        dtype=getattr(config, "dtype", "float32"), causal=config.family == "decoder",
+        pattern=getattr(config, "pattern", None), segments=False,
+        alibi=getattr(config, "position", None) == "alibi", backend=jax.default_backend())
+    if requested in ("xla", "einsum", "chunked"):
+        return f"attention: {requested} ({case.describe()})"
+    if requested == "auto":
+        impl, why = attention_kernels.auto_choice(case)
+        return f"attention: auto picks {impl} ({why}; {case.describe()})"
+    reason = {"cudnn": attention_kernels.cudnn_unsupported,
+              "splash": attention_kernels.splash_unsupported,
+              "pallas_gpu": attention_kernels.pallas_gpu_unsupported}[requested](case)
+    if reason is None:
+        return f"attention: {requested} ({case.describe()})"
+    impl, _ = attention_kernels.auto_choice(case)
+    return f"attention: {requested} falls back to {impl}: {reason} ({case.describe()})"
+
+
 def run(args: argparse.Namespace) -> int:
     path = find_config(args.config)
     config = model_config(args.config, args.overrides)
@@ -161,4 +195,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(sizes)
         console.print()
     console.print(flops_table(config, seq_len, args.tokens))
+    line = attention_line(config, seq_len)
+    if line:
+        console.print()
+        console.print(line)
     return 0

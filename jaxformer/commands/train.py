@@ -2,7 +2,9 @@
 directory holds a checkpoint."""
 
 import argparse
+import logging
 import signal
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,20 @@ def run(args: argparse.Namespace) -> int:
     initialize()  # join a multi-process run (TPU pod, SLURM, launch_local.py): before any compute
     from jaxformer.train import train
 
+    show_attention_choices()
     result = train(config)
     if result.stopped_by:  # shell convention for "ended by signal N", after a clean save
         return 128 + signal.Signals[result.stopped_by].value
     return 0
+
+
+def show_attention_choices() -> None:
+    """The attention kernel `attention_impl=auto` picks, and any fallback with its reason, go to
+    the run log (stdout) when the step is first compiled (nn/attention_kernels.py)."""
+    logger = logging.getLogger("jaxformer.attention")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -61,8 +61,15 @@ def converter_for(hf_config: dict[str, Any]) -> tuple[Converter, str]:
 
 
 def converter_for_config(config: Any) -> Converter:
-    """The converter of a model config's family (for export)."""
-    for converter in _CONVERTERS:
-        if converter.family == config.family:
-            return converter
-    raise UnsupportedConfigError(f"no HuggingFace export for model family {config.family!r}")
+    """The converter of a model config's family that can export it (a family may have several:
+    the decoder's GPT-2/Llama and Mixtral); the first one's error if none can."""
+    candidates = [c for c in _CONVERTERS if c.family == config.family]
+    if not candidates:
+        raise UnsupportedConfigError(f"no HuggingFace export for model family {config.family!r}")
+    for converter in candidates:
+        try:
+            converter.export_architecture(config)
+        except UnsupportedConfigError:
+            continue
+        return converter
+    return candidates[0]

@@ -134,6 +134,10 @@ def export_architecture(config: DecoderConfig) -> str:
         common.append(f"sliding_window={c.sliding_window}")
     if c.scan_layers:
         common.append("scan_layers=True (export the per-layer layout)")
+    if c.sparse_pattern is not None:
+        common.append(f"sparse_pattern={c.sparse_pattern}")
+    if c.moe_num_experts:
+        common.append(f"moe_num_experts={c.moe_num_experts} (MixtralForCausalLM exports experts)")
     gpt2 = (c.position == "learned" and c.norm == "layernorm" and c.use_bias
             and c.activation in _invert(GPT2_ACTIVATIONS) and c.kv_heads == c.num_heads
             and c.head_size * c.num_heads == c.d_model)

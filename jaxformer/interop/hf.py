@@ -1,7 +1,7 @@
 """Import and export HuggingFace checkpoints as safetensors, for every family with a converter
-(GPT2LMHeadModel and LlamaForCausalLM: `jaxformer/interop/decoder.py`; T5ForConditionalGeneration:
-`t5.py`, BartForConditionalGeneration and MarianMTModel: `bart.py`, registered together in
-`encoder_decoder.py`).
+(GPT2LMHeadModel and LlamaForCausalLM: `jaxformer/interop/decoder.py`; MixtralForCausalLM:
+`mixtral.py`; T5ForConditionalGeneration: `t5.py`, BartForConditionalGeneration and MarianMTModel:
+`bart.py`, registered together in `encoder_decoder.py`).
 
     config, model = jaxformer.interop.hf.load("path/to/hf_dir")           # config.json + safetensors
     logits, _ = model(tokens)
@@ -31,7 +31,8 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxformer.interop import bert, decoder, encoder_decoder  # noqa: F401  (registers the built-in converters)
+# Imported for their side effect: they register the built-in converters.
+from jaxformer.interop import bert, decoder, encoder_decoder, mixtral  # noqa: F401
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,
@@ -184,7 +185,15 @@ def load_params(path: str | Path, config: Any) -> dict[tuple, np.ndarray]:
         for row in rows:
             arrays = row.to_jax(ckpt.get(row.name))
             for param_path, array in zip(row.params, arrays):
-                params[param_path] = np.ascontiguousarray(array.astype(dtype))
+                array = np.ascontiguousarray(array.astype(dtype))
+                if row.part is None:
+                    params[param_path] = array
+                else:  # one entry (an expert) of a stacked parameter
+                    index, count = row.part
+                    params.setdefault(param_path, [None] * count)[index] = array
+    for param_path, value in params.items():
+        if isinstance(value, list):
+            params[param_path] = np.stack(value)  # the table names every entry (checked above)
     return params
 
 
@@ -272,6 +281,8 @@ def save(path: str | Path, config: Any, model: nnx.Module | nnx.State, *,
             raise CheckpointError(f"the model has no parameter {'/'.join(map(str, missing[0]))}, "
                                   f"which {row.name} needs: does the model match the config?")
         arrays = [np.asarray(jax.device_get(params[p])) for p in row.params]
+        if row.part is not None:
+            arrays = [a[row.part[0]] for a in arrays]
         tensors[row.name] = np.ascontiguousarray(row.to_hf(*arrays))
     path.mkdir(parents=True, exist_ok=True)
     # Write to temporary names and rename, so an interrupted save never leaves half a file.

@@ -25,6 +25,9 @@ class Tensor:
     params: tuple[ParamPath, ...]  # the jaxformer parameters it fills
     to_jax: Callable[[np.ndarray], tuple[np.ndarray, ...]]  # HF array -> one array per param
     to_hf: Callable[..., np.ndarray]  # the params' arrays -> HF array
+    # (index, count): the tensor is entry `index` of the parameter's leading axis of `count`
+    # (one expert of a stacked [experts, ...] parameter); None: the whole parameter.
+    part: tuple[int, int] | None = None
 
 
 def reshaped(name: str, hf_shape: tuple[int, ...], path: ParamPath, shape: tuple[int, ...],
@@ -73,3 +76,12 @@ def vocab_table(name: str, vocab_size: int, dim: int, path: ParamPath, padded_si
         return p[:, :vocab_size].T if transpose else p[:vocab_size]
 
     return Tensor(name, (vocab_size, dim), (path,), to_jax, to_hf)
+
+
+def expert_slice(name: str, hf_shape: tuple[int, ...], path: ParamPath, shape: tuple[int, ...],
+                 index: int, count: int, *, transpose: bool = False) -> Tensor:
+    """One expert's HF tensor (e.g. Mixtral's `experts.3.w1.weight`, [out, in]) to entry `index`
+    of a parameter stacked over `count` experts, optionally transposed, then reshaped to `shape`
+    (the entry's shape)."""
+    row = reshaped(name, hf_shape, path, shape, transpose=transpose)
+    return dataclasses.replace(row, part=(index, count))

@@ -4,7 +4,9 @@ import dataclasses
 
 from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
+from jaxformer.nn.moe import DISPATCHES, ROUTERS
 from jaxformer.nn.positions import RopeScaling
+from jaxformer.nn.sparse_attention import PATTERNS, SparsePattern, make_pattern
 
 POSITIONS = ("learned", "rope", "sinusoidal", "alibi", "none")
 NORMS = ("layernorm", "rmsnorm")
@@ -44,12 +46,32 @@ class DecoderConfig:
     tie_embeddings: bool = True  # LM head = token embedding transposed
     dropout: float = 0.0  # on embeddings and residual branches
     sliding_window: int | None = None  # attend to at most this many previous tokens
-    attention_impl: str = "xla"  # xla | cudnn | einsum (einsum can return attention weights)
+    # Sparse attention (nn/sparse_attention.py): strided | fixed (Child et al. 2019, `sparse_stride`
+    # l, `sparse_summary` c) | global_local (sliding_window + `sparse_global_tokens`).
+    sparse_pattern: str | None = None
+    sparse_stride: int = 128
+    sparse_summary: int = 16
+    sparse_global_tokens: int = 0
+    # xla | einsum (dense; einsum can return attention weights) | chunked (O(T) memory, block-
+    # sparse) | cudnn | splash (TPU) | pallas_gpu | auto (per backend and shape): see
+    # nn/attention_kernels.py. Under mesh.context > 1 self-attention is ring attention.
+    attention_impl: str = "xla"
     init_std: float = 0.02
     dtype: str = "float32"  # activations / compute
     param_dtype: str = "float32"
     scan_layers: bool = False  # one compiled layer body scanned over a stacked "layers" axis
     remat: str = "none"  # none | dots_saveable | full
+    # Mixture of experts (nn/moe.py): moe_num_experts > 0 swaps every feed-forward sublayer for
+    # E experts of width moe_mlp_dim (default mlp_dim), moe_top_k of them per token.
+    moe_num_experts: int = 0
+    moe_top_k: int = 2
+    moe_mlp_dim: int | None = None
+    moe_router: str = "topk_softmax"  # topk_softmax (Mixtral) | softmax_topk (Switch, GShard)
+    moe_dispatch: str = "dropless"  # dropless (sorted tokens, grouped matmul) | capacity (Switch)
+    moe_capacity_factor: float = 1.25  # capacity dispatch, training (Switch)
+    moe_eval_capacity_factor: float = 2.0  # capacity dispatch, evaluation and generation
+    moe_aux_loss_coef: float = 0.01  # load-balancing loss weight (Switch)
+    moe_z_loss_coef: float = 0.001  # router z-loss weight (ST-MoE)
 
     def __post_init__(self):
         def check(name, allowed):
@@ -79,6 +101,23 @@ class DecoderConfig:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.sparse_pattern is not None:
+            check("sparse_pattern", PATTERNS[1:])
+        try:
+            self.pattern  # noqa: B018  (validates the pattern's sizes)
+        except ValueError as e:
+            raise ValueError(f"model.sparse_pattern: {e}") from None
+        if self.moe_num_experts:
+            check("moe_router", ROUTERS)
+            check("moe_dispatch", DISPATCHES)
+            if not 1 <= self.moe_top_k <= self.moe_num_experts:
+                raise ValueError(f"model.moe_top_k={self.moe_top_k} must be between 1 and "
+                                 f"model.moe_num_experts={self.moe_num_experts}")
+            if self.moe_capacity_factor <= 0 or self.moe_eval_capacity_factor <= 0:
+                raise ValueError("model.moe_capacity_factor and model.moe_eval_capacity_factor "
+                                 "must be positive")
+        elif self.moe_num_experts < 0:
+            raise ValueError(f"model.moe_num_experts must be >= 0, got {self.moe_num_experts}")
 
     @property
     def padded_vocab_size(self) -> int:
@@ -97,6 +136,17 @@ class DecoderConfig:
     @property
     def ffn_dim(self) -> int:
         return self.mlp_dim or int(self.mlp_ratio * self.d_model)
+
+    @property
+    def expert_dim(self) -> int:
+        """Each expert's feed-forward width (mixture of experts)."""
+        return self.moe_mlp_dim or self.ffn_dim
+
+    @property
+    def pattern(self) -> SparsePattern | None:
+        """The attention's sparse pattern (sliding window included), or None for full."""
+        return make_pattern(self.sliding_window, self.sparse_pattern, stride=self.sparse_stride,
+                            summary=self.sparse_summary, global_tokens=self.sparse_global_tokens)
 
     def replace(self, **changes) -> "DecoderConfig":
         return dataclasses.replace(self, **changes)

@@ -24,6 +24,7 @@ from jaxformer.nn.dropout import dropout
 from jaxformer.nn.embedding import Embed, LearnedPositions, padded
 from jaxformer.nn.feedforward import FeedForward
 from jaxformer.nn.linear import Linear
+from jaxformer.nn.moe import MoE, split_stats
 from jaxformer.nn.norms import make_norm
 from jaxformer.nn.params import normal
 from jaxformer.nn.positions import sinusoidal
@@ -39,11 +40,20 @@ def make_block(config: DecoderConfig, rngs: nnx.Rngs) -> TransformerBlock:
     attention = Attention(
         c.d_model, c.num_heads, num_kv_heads=c.kv_heads, head_dim=c.head_size, use_bias=c.use_bias,
         causal=True, position=c.position, rope_theta=c.rope_theta, rope_scaling=c.rope_scaling,
-        sliding_window=c.sliding_window, implementation=c.attention_impl, init=normal(c.init_std),
-        out_init=out_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    feed_forward = FeedForward(
-        c.d_model, c.ffn_dim, activation=c.activation, use_bias=c.use_bias, init=normal(c.init_std),
-        out_init=out_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        sliding_window=c.sliding_window, pattern=c.pattern, implementation=c.attention_impl,
+        init=normal(c.init_std), out_init=out_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if c.moe_num_experts:  # Mixtral, Switch: the feed-forward sublayer becomes E experts
+        feed_forward = MoE(
+            c.d_model, c.expert_dim, c.moe_num_experts, top_k=c.moe_top_k, activation=c.activation,
+            router=c.moe_router, dispatch=c.moe_dispatch, capacity_factor=c.moe_capacity_factor,
+            eval_capacity_factor=c.moe_eval_capacity_factor, aux_loss_coef=c.moe_aux_loss_coef,
+            z_loss_coef=c.moe_z_loss_coef, init=normal(c.init_std), out_init=out_init, dtype=dtype,
+            param_dtype=param_dtype, rngs=rngs)
+    else:
+        feed_forward = FeedForward(
+            c.d_model, c.ffn_dim, activation=c.activation, use_bias=c.use_bias,
+            init=normal(c.init_std), out_init=out_init, dtype=dtype, param_dtype=param_dtype,
+            rngs=rngs)
     norm = lambda: make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
                              param_dtype=param_dtype, rngs=rngs)
     return TransformerBlock({"attention": (attention, norm()), "feed_forward": (feed_forward, norm())},
@@ -86,7 +96,8 @@ class DecoderLM(nnx.Module):
         dropout on (training); None is evaluation.
 
         Returns a ModelOutput: logits [batch, time, vocab] float32, cache (updated, or None),
-        last_hidden_state [batch, time, embed] (after the final norm).
+        last_hidden_state [batch, time, embed] (after the final norm); with experts, aux holds the
+        load-balancing and router z-losses and stats the router statistics.
         """
         c = self.config
         batch, time = tokens.shape
@@ -112,8 +123,9 @@ class DecoderLM(nnx.Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
         logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)[..., :c.vocab_size]
+        aux, stats = split_stats(aux, c.num_layers if c.moe_num_experts else 0)
         return ModelOutput(logits=constrain(logits, ("batch", "length", "vocab")), cache=new_cache,
-                           aux=aux, last_hidden_state=x)
+                           aux=aux, stats=stats, last_hidden_state=x)
 
     def init_cache(self, batch: int, max_len: int | None = None) -> list | dict:
         """An empty KV cache for `batch` rows of up to `max_len` (default: the context) tokens:

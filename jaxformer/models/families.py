@@ -20,14 +20,20 @@ def decoder_sizes(c: DecoderConfig) -> list[tuple[str, str, int, str]]:
         position += f", scaled x{c.rope_scaling.factor:g} (Llama 3.1)"
     vocab = (f"table padded to {c.padded_vocab_size:,} rows"
              if c.padded_vocab_size != c.vocab_size else "")
-    return [
+    if c.pattern is not None:
+        position += f"; attention: {c.pattern.describe()}"
+    rows = [
         ("V", "vocab_size", c.vocab_size, vocab),
         ("D", "d_model", c.d_model, ""),
         ("C", "max_seq_len", c.max_seq_len, f"positions: {position}"),
         ("H", "num_heads", c.num_heads, heads),
-        ("I", "mlp_dim", c.ffn_dim, ffn),
+        ("I", "mlp_dim", c.expert_dim if c.moe_num_experts else c.ffn_dim, ffn),
         ("L", "num_layers", c.num_layers, f"{c.norm_position}-{c.norm}"),
     ]
+    if c.moe_num_experts:
+        rows.append(("E", "moe_num_experts", c.moe_num_experts,
+                     f"top-{c.moe_top_k} per token ({c.moe_router}, {c.moe_dispatch} dispatch)"))
+    return rows
 
 
 DECODER = register_family(Family(

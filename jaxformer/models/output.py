@@ -6,6 +6,8 @@
     out.cache               # the updated decoding cache (None outside decoding)
     out.aux                 # {name: scalar}: losses the model adds (MoE load balancing, router
                             # z-loss), weighted by `task.aux_weights` and logged by name
+    out.stats               # {name: scalar}: statistics the training loop logs but does not
+                            # train on (an MoE router's load per expert, dropped tokens)
 
 Family-specific fields carry HuggingFace's names, so code ported from transformers reads the same.
 Fields a family does not produce stay None (an empty pytree: jit and scan carry nothing for them).
@@ -22,6 +24,7 @@ class ModelOutput:
     logits: jax.Array | None = None
     cache: Any = None
     aux: dict[str, jax.Array] = struct.field(default_factory=dict)
+    stats: dict[str, jax.Array] = struct.field(default_factory=dict)
     last_hidden_state: jax.Array | None = None  # [batch, time, embed], after the final norm
     pooler_output: jax.Array | None = None  # [batch, embed] (BERT: dense + tanh on [CLS])
     seq_relationship_logits: jax.Array | None = None  # [batch, 2] (BERT next-sentence prediction)

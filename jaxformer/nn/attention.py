@@ -1,18 +1,21 @@
 """Multi-head attention: self-attention (grouped key/value heads, position schemes, masks, a KV
 cache) and cross-attention over an encoder's output, in one module."""
 
+import logging
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.nn import attention_ops, kv_cache
+from jaxformer.nn import attention_kernels, attention_ops, kv_cache
 from jaxformer.nn.context import BlockContext
 from jaxformer.nn.kv_cache import KVCache, MemoryCache
 from jaxformer.nn.linear import Linear
 from jaxformer.nn.params import Initializer, normal
-from jaxformer.nn.positions import RopeScaling, alibi_bias, apply_rope
+from jaxformer.nn.positions import RopeScaling, alibi_bias, alibi_slopes, apply_rope
+from jaxformer.nn.ring_attention import context_parallelism, ring_attention
+from jaxformer.nn.sparse_attention import SparsePattern
 
 
 class Attention(nnx.Module):
@@ -26,6 +29,11 @@ class Attention(nnx.Module):
 
     `position` selects what happens inside self-attention: "rope" rotates q and k, "alibi" adds a
     distance bias; anything else ("learned", "sinusoidal", "none") leaves it to the embedding.
+
+    `pattern` (a `SparsePattern`: sliding, strided, fixed, global_local; `sliding_window=w` is
+    the sliding one) restricts which keys a query sees. `implementation` picks the kernel for
+    uncached self-attention (see attention_kernels.py: xla, einsum, chunked, cudnn, splash,
+    pallas_gpu, auto); under a mesh with a `context` axis it runs as ring attention.
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class Attention(nnx.Module):
         rope_theta: float = 10000.0,
         rope_scaling: RopeScaling | None = None,
         sliding_window: int | None = None,
+        pattern: SparsePattern | None = None,
         implementation: str = "xla",
         scale: float | None = None,
         init: Initializer | None = None,
@@ -60,6 +69,9 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.causal, self.cross = causal and not cross, cross
         self.position, self.sliding_window = position, sliding_window
+        if pattern is None and sliding_window is not None:
+            pattern = SparsePattern("sliding", window=sliding_window)
+        self.pattern = pattern
         self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
         self.implementation = implementation
         self.scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -112,6 +124,9 @@ class Attention(nnx.Module):
             k = apply_rope(k, positions, self.rope_theta, self.rope_scaling)
 
         if cache is None:
+            out = self._uncached(q, k, v, segment_ids, bias)
+            if out is not None:
+                return self.out(out), cache
             q_index = k_index = jnp.broadcast_to(jnp.arange(time), (batch, time))
             k_segment_ids = segment_ids
         else:
@@ -129,9 +144,9 @@ class Attention(nnx.Module):
         # cuDNN's flash attention handles fastest.
         mask = None
         if (cache is not None or k_segment_ids is not None or bias is not None
-                or self.sliding_window is not None or self.implementation == "einsum"):
+                or self.pattern is not None or self.implementation == "einsum"):
             mask = attention_ops.attention_mask(q_index, k_index, segment_ids, k_segment_ids,
-                                                causal=self.causal, sliding_window=self.sliding_window)
+                                                causal=self.causal, pattern=self.pattern)
         if cache is not None:
             out, weights = attention_ops.cached_attention(q, cache.k, cache.v, mask, bias,
                                                           scale=self.scale)
@@ -139,6 +154,33 @@ class Attention(nnx.Module):
             out, weights = self._attend(q, k, v, mask, bias, is_causal=self.causal and mask is None)
         self._record(weights)
         return self.out(out), cache
+
+    def _uncached(self, q, k, v, segment_ids, bias=None):
+        """Self-attention without a cache through a kernel other than the dense xla/einsum path
+        (None: the caller runs that path), or as ring attention under a `context` mesh axis.
+        An additive score `bias` (T5's relative positions) needs the dense path."""
+        slopes = alibi_slopes(self.num_heads) if self.position == "alibi" else None
+        if bias is not None:
+            if context_parallelism() > 1:
+                raise ValueError("ring attention (mesh.context > 1) cannot add a score bias such as "
+                                 "T5's relative positions: set mesh.context=1")
+            if self.implementation not in ("xla", "einsum"):
+                attention_kernels.say_once(
+                    f"attention_impl={self.implementation} cannot add a score bias (T5's relative "
+                    f"positions), falling back to xla", logging.WARNING)
+            return None
+        if context_parallelism() > 1:
+            if (self.pattern is not None and self.pattern.kind != "sliding") or slopes is not None:
+                raise ValueError("ring attention (mesh.context > 1) supports causal or full masks, "
+                                 "segments and sliding windows; not sparse patterns or ALiBi")
+            window = self.pattern.window if self.pattern is not None else None
+            return ring_attention(q, k, v, segment_ids, scale=self.scale, causal=self.causal,
+                                  window=window)
+        if self.implementation in ("xla", "einsum"):
+            return None
+        return attention_kernels.self_attention(
+            q, k, v, segment_ids, requested=self.implementation, causal=self.causal,
+            pattern=self.pattern, scale=self.scale, alibi_slopes=slopes)
 
     def _cross_attention(self, x, segment_ids, cache, kv, kv_segment_ids):
         batch, time, _ = x.shape
@@ -168,9 +210,8 @@ class Attention(nnx.Module):
         """Uncached attention with the configured implementation: (out, weights or None)."""
         if self.implementation == "einsum":
             return attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
-        implementation = "cudnn" if self.implementation == "cudnn" else None
         return attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,
-                                           is_causal=is_causal, implementation=implementation), None
+                                           is_causal=is_causal), None
 
     def _record(self, weights) -> None:
         # Recorded for `nnx.capture(model, nnx.Intermediate)` (jaxformer attention); outside a

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from jaxformer.nn.dropout import dropout
 
-IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
+# xla, einsum: dense, here. The rest (and `auto`'s choice) live in attention_kernels.py.
+IMPLEMENTATIONS = ("xla", "cudnn", "einsum", "chunked", "splash", "pallas_gpu", "auto")
 
 
 def attention_mask(
@@ -26,11 +27,14 @@ def attention_mask(
     *,
     causal: bool,
     sliding_window: int | None = None,
+    pattern=None,
 ) -> jax.Array:
     """Which keys each query may see: [batch, 1, q_time, k_time] bool.
 
     q_index/k_index: [batch, time] index of each token in the key/value sequence (in the KV cache
-    that is the cache slot, i.e. the position); only read for `causal` or `sliding_window`.
+    that is the cache slot, i.e. the position); only read for `causal`, `sliding_window` or a
+    `pattern` (a `SparsePattern`: which keys each query sees, by index; the dense reference of the
+    block-sparse computation in chunked_attention.py).
     Segment ids keep packed documents apart; segment 0 marks padding, which no query attends to.
     """
     mask = jnp.ones((q_index.shape[0], q_index.shape[1], k_index.shape[1]), bool)
@@ -40,6 +44,8 @@ def attention_mask(
             mask &= distance >= 0
         if sliding_window is not None:
             mask &= jnp.abs(distance) < sliding_window
+    if pattern is not None:
+        mask &= pattern.allowed(q_index[:, :, None], k_index[:, None, :])
     if k_segment_ids is not None:
         mask &= (k_segment_ids != 0)[:, None, :]
         if q_segment_ids is not None:

@@ -20,11 +20,12 @@ def fit_to_shape(spec: Sequence[MeshAxes], shape: Sequence[int],
     """Drop mesh axes that do not divide their dimension, keeping the longest prefix that does.
 
     A decode batch of 1 cannot be split over 8 devices, nor 2 key/value heads over 4 tensor
-    shards; such a dimension is replicated (or split over fewer axes) instead of failing.
+    shards; such a dimension is replicated (or split over fewer axes) instead of failing. Mesh
+    axes the mesh does not have (an optional `expert` or `context` axis) are skipped.
     """
     fitted = []
     for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        names = present((axes,) if isinstance(axes, str) else tuple(axes or ()), axis_sizes)
         while names:
             size = 1
             for name in names:
@@ -34,6 +35,11 @@ def fit_to_shape(spec: Sequence[MeshAxes], shape: Sequence[int],
             names = names[:-1]
         fitted.append(None if not names else names[0] if len(names) == 1 else names)
     return PartitionSpec(*fitted)
+
+
+def present(names: tuple[str, ...], axis_sizes: Mapping[str, int]) -> tuple[str, ...]:
+    """The mesh axes among `names` that the mesh has."""
+    return tuple(name for name in names if name in axis_sizes)
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int],

@@ -8,12 +8,16 @@ class MeshConfig:
     """Mesh axis sizes. One size may be -1: it takes the devices that are left.
 
     `dcn_data` > 1 adds an outer data-parallel axis across slices / hosts (multi-slice TPU,
-    multi-node GPU). `rules` overrides the default logical-axis -> mesh-axis rules, e.g.
+    multi-node GPU). `expert` > 1 splits the experts of mixture-of-experts layers (and the batch,
+    as data parallelism elsewhere); `context` > 1 splits the sequence (ring attention). Those two
+    axes exist in the mesh only when larger than 1. `rules` overrides the default logical-axis -> mesh-axis rules, e.g.
     {"mlp": "tensor", "embed": "fsdp"}; a value of null leaves that logical axis replicated.
     """
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    expert: int = 1
+    context: int = 1
     dcn_data: int = 1
     rules: dict[str, str | None] = dataclasses.field(default_factory=dict)

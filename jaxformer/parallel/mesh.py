@@ -1,9 +1,15 @@
-"""The device mesh: axes `data`, `fsdp`, `tensor` sized from a `MeshConfig`.
+"""The device mesh: axes `data`, `fsdp`, `tensor` (and `expert`, `context`) sized from a `MeshConfig`.
 
 - data: replicas of the model, each on a slice of the batch.
 - fsdp: the batch is split further, and so are the parameters and optimizer state (gathered
   layer by layer when used): ZeRO-3 / fully sharded data parallel.
+- expert: the experts of mixture-of-experts layers are split; tokens travel to their experts by
+  all-to-all (nn/moe_parallel.py). Elsewhere it splits the batch like `data`.
+- context: the sequence is split; attention runs as ring attention (nn/ring_attention.py).
 - tensor: the heads and the feed-forward width are split (Megatron-style tensor parallelism).
+
+`expert` and `context` are optional: the mesh has them only when their size is above 1, so a
+mesh without them keeps the three-axis shape (rules naming an absent axis simply skip it).
 
 `dcn_data` > 1 puts an outer data-parallel factor across TPU slices (multi-slice) or hosts
 (multi-node GPU), where the links are slow: only gradients cross them. It is folded into the
@@ -23,13 +29,16 @@ from jax.sharding import AxisType, Mesh
 from jaxformer.errors import ConfigError
 from jaxformer.parallel.config import MeshConfig
 
-AXES = ("data", "fsdp", "tensor")
+AXES = ("data", "fsdp", "expert", "context", "tensor")  # every axis name the rules may use
+OPTIONAL_AXES = ("expert", "context")  # in the mesh only when larger than 1
 
 
 def resolve_axis_sizes(config: MeshConfig, num_devices: int) -> dict[str, int]:
-    """{"data", "fsdp", "tensor"} sizes whose product (times dcn_data) is `num_devices`; the data
-    size includes the dcn_data factor. A size of -1 takes the devices left over."""
-    sizes = {"data": config.data, "fsdp": config.fsdp, "tensor": config.tensor}
+    """{"data", "fsdp", "tensor"} sizes (plus "expert" and "context" when above 1) whose product
+    (times dcn_data) is `num_devices`; the data size includes the dcn_data factor. A size of -1
+    takes the devices left over."""
+    sizes = {"data": config.data, "fsdp": config.fsdp, "tensor": config.tensor,
+             "expert": config.expert, "context": config.context}
     if config.dcn_data < 1:
         raise ConfigError(f"mesh.dcn_data={config.dcn_data} must be >= 1")
     for name, size in sizes.items():
@@ -53,11 +62,13 @@ def resolve_axis_sizes(config: MeshConfig, num_devices: int) -> dict[str, int]:
         raise ConfigError(f"mesh {_describe(sizes)} needs {fixed * config.dcn_data} devices but "
                           f"{num_devices} are present; set one axis to -1 to take what is left")
     sizes["data"] *= config.dcn_data
-    return sizes
+    return {name: size for name, size in sizes.items()
+            if name not in OPTIONAL_AXES or size > 1}
 
 
 def _describe(sizes: dict[str, int]) -> str:
-    return " x ".join(f"{name}={size}" for name, size in sizes.items())
+    return " x ".join(f"{name}={size}" for name, size in sizes.items()
+                      if name not in OPTIONAL_AXES or size != 1)
 
 
 def make_mesh(config: MeshConfig | None = None, devices=None) -> Mesh:
@@ -65,19 +76,20 @@ def make_mesh(config: MeshConfig | None = None, devices=None) -> Mesh:
     config = config or MeshConfig()
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_axis_sizes(config, len(devices))
-    shape = [sizes[name] for name in AXES]
+    names = tuple(name for name in AXES if name in sizes)
+    shape = [sizes[name] for name in names]
     if config.dcn_data > 1:
         device_array = _hybrid_device_array(config, shape, devices)
     else:
         device_array = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-    return Mesh(device_array, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+    return Mesh(device_array, names, axis_types=(AxisType.Auto,) * len(names))
 
 
 def _hybrid_device_array(config: MeshConfig, shape: list[int], devices) -> np.ndarray:
     """Slices (multi-slice TPU) or processes (multi-node GPU) laid out along the outer data factor,
     so that only the data axis crosses the slow network."""
     inner = [shape[0] // config.dcn_data, *shape[1:]]
-    outer = [config.dcn_data, 1, 1]
+    outer = [config.dcn_data] + [1] * (len(shape) - 1)
     slices = {getattr(d, "slice_index", None) for d in devices}
     processes = {d.process_index for d in devices}
     if len(slices) > 1:

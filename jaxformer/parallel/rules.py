@@ -6,7 +6,8 @@ array, the first rule whose mesh axes are still free wins. That is why "batch" c
 "embed": an activation [batch, length, embed] puts fsdp on its batch and leaves embed whole, while
 a weight [embed, mlp] (no batch) is split over fsdp on embed and over tensor on mlp.
 
-A family that names a new logical axis (an MoE's "expert") declares it beside these rules with
+A rule may name a mesh axis the mesh lacks (`expert` and `context` exist only when larger than
+1): it is skipped. A family that names a new logical axis declares it beside these rules with
 `declare_logical_axis`; `mesh.rules` may then map it like any other. A name nobody declared is an
 error, so a typo in `mesh.rules` never silently leaves an axis replicated.
 """
@@ -23,7 +24,7 @@ from jaxformer.parallel.mesh import AXES
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 DEFAULT_RULES: Rules = (
-    ("batch", ("data", "fsdp")),
+    ("batch", ("data", "fsdp", "expert")),  # outside MoE layers, the expert axis is data parallel
     ("vocab", "tensor"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
@@ -31,8 +32,9 @@ DEFAULT_RULES: Rules = (
     ("embed", "fsdp"),
     ("layers", None),  # scanned layers stay whole on each device: the scan slices them
     ("head_dim", None),
-    ("length", None),
+    ("length", "context"),  # sequence parallelism: ring attention (absent axis: whole)
     ("position", None),
+    ("expert", "expert"),  # mixture-of-experts weights [expert, ...]
 )
 
 

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxformer.errors import ConfigError
 from jaxformer.nn.params import path_string
-from jaxformer.nn.sharding import logical_to_spec
+from jaxformer.nn.sharding import logical_to_spec, present
 from jaxformer.parallel.rules import Rules
 
 
@@ -49,7 +49,7 @@ def parameter_spec(logical_axes, shape, rules: Rules, axis_sizes: dict[str, int]
     the axis (activations may be fitted to odd shapes; parameters are never silently replicated)."""
     mesh_axes = tuple(nn.logical_to_mesh_axes(tuple(logical_axes), rules))
     for dim, (logical, axes) in enumerate(zip(logical_axes, mesh_axes)):
-        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        names = present((axes,) if isinstance(axes, str) else tuple(axes or ()), axis_sizes)
         size = 1
         for name in names:
             size *= axis_sizes[name]

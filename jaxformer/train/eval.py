@@ -12,7 +12,7 @@ def make_eval_step(graphdef: nnx.GraphDef, task):
     def eval_step(params, frozen, batch):
         model = nnx.merge(graphdef, params, frozen)
         output = model(**task.model_inputs(batch))
-        return as_sums(*task.loss(output, batch), output.aux)
+        return as_sums(*task.loss(output, batch), output.aux, output.stats)
 
     return jax.jit(eval_step)
 

@@ -29,7 +29,7 @@ def aux_total(aux: dict, weights: dict[str, float]) -> jax.Array:
 
 def make_objective(graphdef: nnx.GraphDef, task, config: Config, *, normalize: bool):
     """objective(params, frozen, batch, dropout_rng) -> (value, (loss sum, count, metrics, aux,
-    new frozen)). The value is loss_sum / count + aux (`normalize`, one batch) or
+    stats, new frozen)). The value is loss_sum / count + aux (`normalize`, one batch) or
     loss_sum + aux * count (accumulated: divided by the total count afterwards)."""
     weights = dict(config.task.aux_weights)
     trainable = trainable_filter(config.train.trainable)
@@ -46,15 +46,18 @@ def make_objective(graphdef: nnx.GraphDef, task, config: Config, *, normalize: b
             value = total + extra * jax.lax.stop_gradient(count)
         # Non-trainable state a forward pass may change (batch statistics, RNG counters).
         _, _, new_frozen = nnx.split(model, trainable, ...)
-        return value, (total, count, metrics, output.aux, new_frozen)
+        return value, (total, count, metrics, output.aux, output.stats, new_frozen)
 
     return objective
 
 
-def as_sums(total, count, metrics, aux) -> dict:
-    """Everything a step reports, as (sum, count) pairs that add up across micro-batches."""
+def as_sums(total, count, metrics, aux, stats=None) -> dict:
+    """Everything a step reports, as (sum, count) pairs that add up across micro-batches: the
+    loss, the task's metrics, the model's auxiliary losses ("aux_<name>") and statistics
+    (`ModelOutput.stats`, e.g. "moe/load_expert_0", under their own names)."""
     return {"loss": (total, count), **metrics,
-            **{f"aux_{name}": (value * count, count) for name, value in aux.items()}}
+            **{f"aux_{name}": (value * count, count) for name, value in aux.items()},
+            **{name: (value * count, count) for name, value in (stats or {}).items()}}
 
 
 def _add(a, b):
@@ -93,9 +96,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, co
         """Gradients and sums of one (micro-)batch; `index` counts micro-batches since the start
         and picks the dropout key."""
         rng = jax.random.fold_in(state.rng, index)
-        (_, (total, count, metrics, aux, frozen)), grads = grad_fn(
+        (_, (total, count, metrics, aux, stats, frozen)), grads = grad_fn(
             state.params, frozen, batch, rng, current_scale(state.opt_state))
-        return grads, as_sums(total, count, metrics, aux), frozen
+        return grads, as_sums(total, count, metrics, aux, stats), frozen
 
     def gradients(state: TrainState, batch):
         if accum == 1:
