@@ -29,7 +29,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxformer.interop import decoder  # noqa: F401  (registers the built-in converters)
+from jaxformer.interop import clip, decoder, vit  # noqa: F401  (registers the built-in converters)
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,
@@ -182,7 +182,8 @@ def load_params(path: str | Path, config: Any) -> dict[tuple, np.ndarray]:
         for row in rows:
             arrays = row.to_jax(ckpt.get(row.name))
             for param_path, array in zip(row.params, arrays):
-                params[param_path] = np.ascontiguousarray(array.astype(dtype))
+                # np.require keeps a scalar 0-d (CLIP's logit scale); ascontiguousarray would not.
+                params[param_path] = np.require(array.astype(dtype), requirements="C")
     return params
 
 
@@ -255,7 +256,7 @@ def save(path: str | Path, config: Any, model: nnx.Module | nnx.State, *,
             raise CheckpointError(f"the model has no parameter {'/'.join(map(str, missing[0]))}, "
                                   f"which {row.name} needs: does the model match the config?")
         arrays = [np.asarray(jax.device_get(params[p])) for p in row.params]
-        tensors[row.name] = np.ascontiguousarray(row.to_hf(*arrays))
+        tensors[row.name] = np.require(row.to_hf(*arrays), requirements="C")
     path.mkdir(parents=True, exist_ok=True)
     # Write to temporary names and rename, so an interrupted save never leaves half a file.
     _atomic_write(path / SAFETENSORS, lambda f: save_file(tensors, f, metadata={"format": "pt"}))

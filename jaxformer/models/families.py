@@ -1,9 +1,13 @@
 """The built-in model families, registered with `jaxformer.models.registry` on import."""
 
 from jaxformer.models import costs
+from jaxformer.models.clip import CLIP
+from jaxformer.models.clip_config import CLIPConfig
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.decoder import DecoderLM
 from jaxformer.models.registry import Family, register_family
+from jaxformer.models.vit import ViT
+from jaxformer.models.vit_config import ViTConfig
 
 
 def decoder_sizes(c: DecoderConfig) -> list[tuple[str, str, int, str]]:
@@ -30,3 +34,38 @@ DECODER = register_family(Family(
     description="decoder-only language model (GPT-2, Llama)",
     param_counts=costs.decoder_param_counts, flops_parts=costs.decoder_flops_parts,
     sizes=decoder_sizes))
+
+
+def vit_sizes(c: ViTConfig) -> list[tuple[str, str, int, str]]:
+    head = f"{c.num_labels} labels" if c.num_labels else "no head (features)"
+    return [
+        ("P", "patch_size", c.patch_size, f"{c.image_size} px images: {c.num_patches} patches + [CLS]"),
+        ("D", "d_model", c.d_model, ""),
+        ("H", "num_heads", c.num_heads, f"head dim {c.head_size}"),
+        ("I", "mlp_dim", c.mlp_dim, c.activation),
+        ("L", "num_layers", c.num_layers, "pre-layernorm" + (", pooler" if c.pooler else "")),
+        ("K", "num_labels", c.num_labels, head),
+    ]
+
+
+VIT = register_family(Family(
+    name="vit", config_class=ViTConfig, model_class=ViT, default_task="image_classification",
+    description="Vision Transformer (ViT): image classification and features", sizes=vit_sizes))
+
+
+def clip_sizes(c: CLIPConfig) -> list[tuple[str, str, int, str]]:
+    t, v = c.text, c.vision
+    return [
+        ("V", "text.vocab_size", t.vocab_size, f"context {t.max_seq_len} tokens"),
+        ("Dt", "text.d_model", t.d_model, f"{t.num_layers} causal layers, {t.num_heads} heads, "
+                                          f"mlp {t.mlp_dim}"),
+        ("Dv", "vision.d_model", v.d_model, f"{v.num_layers} layers, {v.num_heads} heads, mlp "
+                                            f"{v.mlp_dim}, patch {v.patch_size} of {v.image_size} px"),
+        ("P", "projection_dim", c.projection_dim, f"logit scale clamped at {c.max_logit_scale:g}"),
+    ]
+
+
+CLIP_FAMILY = register_family(Family(
+    name="clip", config_class=CLIPConfig, model_class=CLIP, default_task="contrastive",
+    description="CLIP: contrastive text and image towers (zero-shot classification)",
+    sizes=clip_sizes))

@@ -14,6 +14,8 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
+    # x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with.
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
 }
 GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
 
