@@ -3,7 +3,7 @@
     from jaxformer.tasks import Task, TaskConfig, register_task, get_task
 """
 
-from jaxformer.tasks import causal_lm  # noqa: F401  (registers the built-in tasks)
+from jaxformer.tasks import causal_lm, contrastive, image_classification  # noqa: F401  (registers the built-in tasks)
 from jaxformer.tasks.base import Metric, Task, TaskConfig, mean, perplexity
 from jaxformer.tasks.registry import get_task, make_task, register_task, task_names
 
