@@ -7,18 +7,22 @@ import json
 from jaxformer.config import load_config
 from jaxformer.train import train
 
-SHORT = ["train.progress=false", "train.log_every=20", "train.eval_every=60",
-         "train.checkpoint_every=60", "optimizer.warmup_steps=10", "optimizer.decay_steps=200"]
+
+
+def short(steps: int) -> list[str]:
+    return ["train.progress=false", f"train.steps={steps}", "train.steps_per_call=25",
+            "train.log_every=25", f"train.eval_every={steps}", f"train.checkpoint_every={steps}",
+            "optimizer.lr=2e-3", "optimizer.warmup_steps=10", f"optimizer.decay_steps={steps}"]
 
 
 def test_short_vit_run_beats_chance_by_far(tmp_path, capsys):
     config = load_config("vit_digits_cpu", [
         f"train.run_dir={tmp_path}", "model.image_size=8", "model.patch_size=2", "model.d_model=32",
         "model.num_layers=2", "model.num_heads=2", "model.mlp_dim=64", "model.dropout=0.0",
-        "task.crop_padding=0", "train.steps=60", "train.steps_per_call=20", *SHORT])
+        "task.crop_padding=0", *short(100)])
     result = train(config)
     accuracy = result.report["val_accuracy"]
-    print(f"held-out accuracy after 60 steps: {accuracy:.3f}")
+    print(f"held-out accuracy after 100 steps: {accuracy:.3f}")
     assert accuracy > 0.6, accuracy
     evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "eval"]
@@ -35,8 +39,8 @@ def test_short_clip_run_classifies_zero_shot_far_above_chance(tmp_path):
         "model.vision.d_model=32", "model.vision.num_layers=2", "model.vision.num_heads=2",
         "model.vision.mlp_dim=64", "model.text.d_model=32", "model.text.num_layers=1",
         "model.text.num_heads=2", "model.text.mlp_dim=64", "task.crop_padding=0",
-        "train.steps=120", "train.steps_per_call=20", *SHORT])
+        *short(200)])
     result = train(config)
     accuracy = result.report["zero_shot_accuracy"]
-    print(f"zero-shot accuracy after 120 steps: {accuracy:.3f}")
+    print(f"zero-shot accuracy after 200 steps: {accuracy:.3f}")
     assert accuracy > 0.4, accuracy
