@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 # Imported for their side effect: they register the built-in converters.
-from jaxformer.interop import bert, decoder, encoder_decoder, mixtral  # noqa: F401
+from jaxformer.interop import bert, clip, decoder, encoder_decoder, mixtral, vit  # noqa: F401
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,
@@ -185,7 +185,8 @@ def load_params(path: str | Path, config: Any) -> dict[tuple, np.ndarray]:
         for row in rows:
             arrays = row.to_jax(ckpt.get(row.name))
             for param_path, array in zip(row.params, arrays):
-                array = np.ascontiguousarray(array.astype(dtype))
+                # np.require keeps a scalar 0-d (CLIP's logit scale); ascontiguousarray would not.
+                array = np.require(array.astype(dtype), requirements="C")
                 if row.part is None:
                     params[param_path] = array
                 else:  # one entry (an expert) of a stacked parameter
@@ -283,7 +284,7 @@ def save(path: str | Path, config: Any, model: nnx.Module | nnx.State, *,
         arrays = [np.asarray(jax.device_get(params[p])) for p in row.params]
         if row.part is not None:
             arrays = [a[row.part[0]] for a in arrays]
-        tensors[row.name] = np.ascontiguousarray(row.to_hf(*arrays))
+        tensors[row.name] = np.require(row.to_hf(*arrays), requirements="C")
     path.mkdir(parents=True, exist_ok=True)
     # Write to temporary names and rename, so an interrupted save never leaves half a file.
     _atomic_write(path / SAFETENSORS, lambda f: save_file(tensors, f, metadata={"format": "pt"}))

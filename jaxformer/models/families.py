@@ -1,6 +1,8 @@
 """The built-in model families, registered with `jaxformer.models.registry` on import."""
 
 from jaxformer.models import costs, encoder_costs, encoder_decoder_costs
+from jaxformer.models.clip import CLIP
+from jaxformer.models.clip_config import CLIPConfig
 from jaxformer.models.config import DecoderConfig
 from jaxformer.models.decoder import DecoderLM
 from jaxformer.models.encoder import Encoder
@@ -8,6 +10,8 @@ from jaxformer.models.encoder_config import EncoderConfig
 from jaxformer.models.encoder_decoder import EncoderDecoder
 from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
 from jaxformer.models.registry import Family, register_family
+from jaxformer.models.vit import ViT
+from jaxformer.models.vit_config import ViTConfig
 from jaxformer.parallel.rules import declare_logical_axis
 
 
@@ -59,3 +63,38 @@ ENCODER = register_family(Family(
     description="bidirectional encoder with BERT's heads (masked LM, NSP, classification, QA)",
     param_counts=encoder_costs.encoder_param_counts, flops_parts=encoder_costs.encoder_flops_parts,
     sizes=encoder_costs.encoder_sizes))
+
+
+def vit_sizes(c: ViTConfig) -> list[tuple[str, str, int, str]]:
+    head = f"{c.num_labels} labels" if c.num_labels else "no head (features)"
+    return [
+        ("P", "patch_size", c.patch_size, f"{c.image_size} px images: {c.num_patches} patches + [CLS]"),
+        ("D", "d_model", c.d_model, ""),
+        ("H", "num_heads", c.num_heads, f"head dim {c.head_size}"),
+        ("I", "mlp_dim", c.mlp_dim, c.activation),
+        ("L", "num_layers", c.num_layers, "pre-layernorm" + (", pooler" if c.pooler else "")),
+        ("K", "num_labels", c.num_labels, head),
+    ]
+
+
+VIT = register_family(Family(
+    name="vit", config_class=ViTConfig, model_class=ViT, default_task="image_classification",
+    description="Vision Transformer (ViT): image classification and features", sizes=vit_sizes))
+
+
+def clip_sizes(c: CLIPConfig) -> list[tuple[str, str, int, str]]:
+    t, v = c.text, c.vision
+    return [
+        ("V", "text.vocab_size", t.vocab_size, f"context {t.max_seq_len} tokens"),
+        ("Dt", "text.d_model", t.d_model, f"{t.num_layers} causal layers, {t.num_heads} heads, "
+                                          f"mlp {t.mlp_dim}"),
+        ("Dv", "vision.d_model", v.d_model, f"{v.num_layers} layers, {v.num_heads} heads, mlp "
+                                            f"{v.mlp_dim}, patch {v.patch_size} of {v.image_size} px"),
+        ("P", "projection_dim", c.projection_dim, f"logit scale clamped at {c.max_logit_scale:g}"),
+    ]
+
+
+CLIP_FAMILY = register_family(Family(
+    name="clip", config_class=CLIPConfig, model_class=CLIP, default_task="contrastive",
+    description="CLIP: contrastive text and image towers (zero-shot classification)",
+    sizes=clip_sizes))

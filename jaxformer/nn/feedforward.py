@@ -14,6 +14,8 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
+    # x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with.
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
 }
 # geglu_tanh gates with the tanh GELU: T5 v1.1's "gated-gelu" (HF's gelu_new).
 GATED = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh", "reglu": "relu"}

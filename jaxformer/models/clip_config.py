@@ -1,0 +1,104 @@
+"""CLIP's configuration (Radford et al. 2021; HF's CLIPConfig): a text tower, an image tower (a
+ViT) and the shared embedding space they are projected into."""
+
+import dataclasses
+import math
+
+from jaxformer.models.config import DTYPES, REMAT
+from jaxformer.models.vit_config import ViTConfig
+from jaxformer.nn.attention_ops import IMPLEMENTATIONS
+from jaxformer.nn.feedforward import ACTIVATIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPTextConfig:
+    """A causal pre-LN transformer over token ids, pooled at the end-of-text token.
+
+    eos_token_id: the pooled position, as HF defines it: with eos_token_id == 2 (what OpenAI's
+    published configs say) the position of the largest token id in each row (the end-of-text token
+    has the largest id in OpenAI's vocabulary); otherwise the first occurrence of eos_token_id."""
+
+    vocab_size: int = 49408
+    d_model: int = 512
+    num_layers: int = 12
+    num_heads: int = 8
+    mlp_dim: int = 2048
+    max_seq_len: int = 77
+    eos_token_id: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPVisionConfig:
+    """The image tower's sizes: a ViT with a LayerNorm before the first block, no patch bias,
+    no head; its final norm applies to the [CLS] state only."""
+
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    """`text` and `vision` give the towers' sizes; both use `activation` and `norm_eps`.
+    projection_dim: the shared embedding width. The logit scale (inverse temperature) is a learned
+    scalar parameter stored as its log, initialised to log(1 / 0.07), and clamped at
+    `max_logit_scale` (100) in the forward pass, as CLIP clips it in training."""
+
+    family: str = "clip"
+    text: CLIPTextConfig = dataclasses.field(default_factory=CLIPTextConfig)
+    vision: CLIPVisionConfig = dataclasses.field(default_factory=CLIPVisionConfig)
+    projection_dim: int = 512
+    logit_scale_init: float = math.log(1 / 0.07)
+    max_logit_scale: float = 100.0
+    activation: str = "quick_gelu"
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    attention_impl: str = "xla"
+    init_std: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: str = "none"
+
+    def __post_init__(self):
+        def check(name, allowed):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+
+        check("activation", tuple(ACTIVATIONS))
+        check("attention_impl", IMPLEMENTATIONS)
+        check("remat", REMAT)
+        check("dtype", DTYPES)
+        check("param_dtype", DTYPES)
+        for section in ("text", "vision"):
+            for field in dataclasses.fields(getattr(self, section)):
+                value = getattr(getattr(self, section), field.name)
+                if field.name != "eos_token_id" and value <= 0:
+                    raise ValueError(f"model.{section}.{field.name} must be positive, got {value}")
+        if self.text.d_model % self.text.num_heads:
+            raise ValueError(f"model.text.d_model={self.text.d_model} is not divisible by "
+                             f"model.text.num_heads={self.text.num_heads}")
+        if not 0 <= self.text.eos_token_id < self.text.vocab_size:
+            raise ValueError(f"model.text.eos_token_id={self.text.eos_token_id} is outside the "
+                             f"vocabulary (model.text.vocab_size={self.text.vocab_size})")
+        if self.projection_dim <= 0 or self.max_logit_scale <= 0:
+            raise ValueError("model.projection_dim and model.max_logit_scale must be positive")
+        self.vision_config()  # the ViT's own checks (patch size dividing the image, heads)
+
+    def vision_config(self) -> ViTConfig:
+        """The image tower as a ViT config."""
+        v = self.vision
+        return ViTConfig(
+            image_size=v.image_size, patch_size=v.patch_size, num_channels=v.num_channels,
+            d_model=v.d_model, num_layers=v.num_layers, num_heads=v.num_heads, mlp_dim=v.mlp_dim,
+            num_labels=0, pooler=False, pre_norm=True, patch_bias=False,
+            activation=self.activation, norm_eps=self.norm_eps, dropout=self.dropout,
+            attention_impl=self.attention_impl, init_std=self.init_std, dtype=self.dtype,
+            param_dtype=self.param_dtype, scan_layers=self.scan_layers, remat=self.remat)
+
+    def replace(self, **changes) -> "CLIPConfig":
+        return dataclasses.replace(self, **changes)

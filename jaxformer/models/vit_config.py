@@ -1,0 +1,89 @@
+"""The Vision Transformer's configuration (Dosovitskiy et al. 2021; HF's ViTConfig)."""
+
+import dataclasses
+
+from jaxformer.models.config import DTYPES, REMAT
+from jaxformer.nn.attention_ops import IMPLEMENTATIONS
+from jaxformer.nn.feedforward import ACTIVATIONS
+
+POOLER_ACTIVATIONS = ("tanh", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Sizes: image_size (square, pixels), patch_size, num_channels, D d_model, H num_heads,
+    I mlp_dim, L num_layers. The sequence is [CLS] + (image_size / patch_size)^2 patches.
+
+    num_labels: a classification head on the final [CLS] state (HF's ViTForImageClassification);
+        0 for none (feature extraction, HF's ViTModel).
+    pooler: HF ViTModel's pooler, dense + tanh on the final [CLS] state (`pooler_output`).
+    pre_norm: a LayerNorm on the embeddings before the first block (CLIP's vision tower has it).
+    patch_bias: a bias in the patch projection (ViT yes, CLIP no).
+    Images of another size are accepted: the learned patch positions are resized by bicubic
+    interpolation, exactly as HF's `interpolate_pos_encoding=True`.
+    """
+
+    family: str = "vit"
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    num_labels: int = 1000
+    pooler: bool = False
+    pooler_act: str = "tanh"  # tanh | none
+    pre_norm: bool = False
+    patch_bias: bool = True
+    activation: str = "gelu"  # the erf GELU, as ViT was trained; CLIP uses quick_gelu
+    norm_eps: float = 1e-12
+    dropout: float = 0.0  # on embeddings and residual branches
+    attention_impl: str = "xla"
+    init_std: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: str = "none"
+
+    def __post_init__(self):
+        def check(name, allowed):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+
+        check("activation", tuple(ACTIVATIONS))
+        check("pooler_act", POOLER_ACTIVATIONS)
+        check("attention_impl", IMPLEMENTATIONS)
+        check("remat", REMAT)
+        check("dtype", DTYPES)
+        check("param_dtype", DTYPES)
+        for name in ("image_size", "patch_size", "num_channels", "d_model", "num_layers",
+                     "num_heads", "mlp_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.num_labels < 0:
+            raise ValueError(f"model.num_labels must be 0 (no head) or positive, got {self.num_labels}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"model.image_size={self.image_size} is not a multiple of "
+                             f"model.patch_size={self.patch_size}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by "
+                             f"model.num_heads={self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches along each side of a config-sized image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size ** 2
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+    def replace(self, **changes) -> "ViTConfig":
+        return dataclasses.replace(self, **changes)
