@@ -1,25 +1,37 @@
 """Decoding speed: jaxformer's compiled scan loop vs HuggingFace transformers `generate`.
 
 GPT-2 small shape, random weights, 16-token prompts, 128 new tokens, greedy, at batch 1 and 8.
-Prints tokens/s for both (new tokens over wall time, prefill included), their ratio, the time to
-first token (prefill + one sampled token, compile excluded), and how close batch-1 decoding gets to
-the memory-bandwidth cap (bandwidth / bytes of weights read per token).
+Prints tokens/s for both (new tokens over wall time, prefill included; the median of --repeats
+runs), their ratio, the time to first token (prefill + one sampled token, compile excluded), and
+how close batch-1 decoding gets to the memory-bandwidth cap: bandwidth / bytes of weights read per
+token, the bandwidth measured in the same run (a jit-compiled matrix-vector product over 512 MiB,
+as bench/bandwidth.py does). `--weights bfloat16` decodes with the float32 model's weights cast
+once to bfloat16 (`jaxformer.generate.precision`), against HF in float32.
 
     python bench/generate.py                      # CPU, float32, both libraries
+    python bench/generate.py --weights bfloat16   # bf16 weights (half the bytes per token)
     python bench/generate.py --dtype bfloat16 --no-hf   # e.g. on a GPU
 Target on the 2-core CPU: at least 2x HF's tokens/s at batch 1 and at batch 8.
 """
 
 import argparse
 import os
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 import jaxformer
 from jaxformer.generate import decode, make_settings
+from jaxformer.generate.precision import with_weights_dtype
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_model  # noqa: E402
 
 
 def weight_bytes(model) -> int:
@@ -33,13 +45,31 @@ def weight_bytes(model) -> int:
     return total
 
 
-def best_of(fn, repeats: int) -> float:
+def median_of(fn, repeats: int) -> float:
+    """The median seconds of `repeats` runs of `fn()`."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return statistics.median(times)
+
+
+def measured_bandwidth(mib: int = 512, repeats: int = 10) -> float:
+    """Read bandwidth in GB/s: the best of `repeats` jit-compiled float32 matrix-vector products
+    over a `mib` MiB matrix (far past the caches), the operation batch-1 decoding repeats."""
+    cols = 4096
+    rows = mib * 2**20 // (4 * cols)
+    matrix = jax.random.normal(jax.random.key(0), (rows, cols), jnp.float32)
+    vector = jnp.ones((cols,), jnp.float32)
+    matvec = jax.jit(jnp.matmul)
+    matvec(matrix, vector).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matvec(matrix, vector).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 4 * rows * cols / min(times) / 1e9
 
 
 def bench_jaxformer(model, prompts, new_tokens: int, repeats: int) -> dict:
@@ -49,8 +79,8 @@ def bench_jaxformer(model, prompts, new_tokens: int, repeats: int) -> dict:
     decode(model, prompts, full, timings=timings)  # compile
     compile_s = timings["compile_s"]
     decode(model, prompts, first)  # compile the one-token program
-    total = best_of(lambda: decode(model, prompts, full), repeats)
-    ttft = best_of(lambda: decode(model, prompts, first), repeats)
+    total = median_of(lambda: decode(model, prompts, full), repeats)
+    ttft = median_of(lambda: decode(model, prompts, first), repeats)
     return {"tokens_per_s": len(prompts) * new_tokens / total, "ttft_s": ttft,
             "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / max(total - ttft, 1e-9),
             "compile_s": compile_s}
@@ -74,8 +104,8 @@ def bench_hf(prompts, new_tokens: int, repeats: int) -> dict:
 
     out = run(new_tokens)  # warm-up
     assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
-    total = best_of(lambda: run(new_tokens), repeats)
-    ttft = best_of(lambda: run(1), repeats)
+    total = median_of(lambda: run(new_tokens), repeats)
+    ttft = median_of(lambda: run(1), repeats)
     return {"tokens_per_s": len(prompts) * new_tokens / total, "ttft_s": ttft,
             "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / max(total - ttft, 1e-9)}
 
@@ -87,21 +117,29 @@ def main():
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many timed runs")
-    parser.add_argument("--bandwidth-gbs", type=float, default=30.0,
-                        help="memory read bandwidth for the cap (2-core CPU here: about 30)")
+    parser.add_argument("--weights", default=None, choices=["float32", "bfloat16"],
+                        help="cast the model's weights once to this dtype before decoding")
+    parser.add_argument("--repeats", type=int, default=3, help="median of this many timed runs")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None,
+                        help="memory read bandwidth for the cap (default: measured in this run)")
     parser.add_argument("--no-hf", action="store_true", help="skip the HuggingFace comparison")
     args = parser.parse_args()
 
     config = jaxformer.load_model_config(args.model, dtype=args.dtype, param_dtype=args.dtype)
     model = jaxformer.DecoderLM(config, rngs=nnx.Rngs(0))
+    if args.weights:
+        model = with_weights_dtype(model, args.weights)
     nbytes = weight_bytes(model)
-    cap = args.bandwidth_gbs * 1e9 / nbytes
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores, "
-          f"load average {os.getloadavg()[0]:.1f} (above the core count, timings are noisy)")
-    print(f"model: {args.model} {args.dtype}, {nbytes / 1e9:.3f} GB of weights read per token; "
-          f"batch-1 bandwidth cap at {args.bandwidth_gbs:g} GB/s: {cap:.1f} tokens/s")
-    print(f"{args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy, best of {args.repeats}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; {jax.devices()[0].device_kind} "
+          f"({jax.default_backend()}), load average {os.getloadavg()[0]:.1f} (above the core "
+          f"count, timings are noisy)", flush=True)
+    bandwidth = args.bandwidth_gbs or measured_bandwidth()
+    cap = bandwidth * 1e9 / nbytes
+    print(f"model: {args.model}, weights {args.weights or args.dtype}, {nbytes / 1e9:.3f} GB read "
+          f"per token; bandwidth {bandwidth:.1f} GB/s "
+          f"({'given' if args.bandwidth_gbs else 'measured now'}): batch-1 cap {cap:.1f} tokens/s")
+    print(f"{args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy, median of "
+          f"{args.repeats}")
 
     rng = np.random.default_rng(0)
     for batch in args.batch:
