@@ -185,7 +185,7 @@ def test_vocab_size_mismatch_with_model_file(tmp_path, slice_corpus):
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="data.tokenizer"):
-        DataConfig(tokenizer="wordpiece")
+        DataConfig(tokenizer="sentencepiece-ish")
     with pytest.raises(ConfigError, match="does not apply"):
         DataConfig(vocab_size=100)
     with pytest.raises(ConfigError, match="val_fraction"):

@@ -281,11 +281,11 @@ def test_wrong_shape_is_named(checkpoints, tmp_path):
 
 
 def test_unknown_architecture_is_named(checkpoints, tmp_path):
-    def bert(config):
-        config["architectures"] = ["BertForMaskedLM"]
+    def neox(config):
+        config["architectures"] = ["GPTNeoXForCausalLM"]
 
-    bad = copy_checkpoint(checkpoints["gpt2-tied"][1], tmp_path / "bad", edit_config=bert)
-    with pytest.raises(UnsupportedArchitectureError, match="BertForMaskedLM") as e:
+    bad = copy_checkpoint(checkpoints["gpt2-tied"][1], tmp_path / "bad", edit_config=neox)
+    with pytest.raises(UnsupportedArchitectureError, match="GPTNeoXForCausalLM") as e:
         hf.load(bad)
     assert "GPT2LMHeadModel" in str(e.value) and "LlamaForCausalLM" in str(e.value)
 

@@ -50,7 +50,7 @@ def test_trained_bpe_from_a_corpus_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--tokenizer", "char", "naïve €"], "outside the tokenizer's vocabulary: 'ï', '€'"),
-    (["--tokenizer", "wordpiece", "x"], "none of char, bpe, unigram"),
+    (["--tokenizer", "sentencepiece-ish", "x"], "none of char, bpe, unigram"),
     (["--tokenizer", "missing.model", "x"], "does not exist"),
     (["--tokenizer", "char", "--vocab-size", "50", "x"], "does not apply"),
     (["--corpus", "no/such/corpus", "x"], "neither a registered corpus"),
