@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # the hf extra: missing, this fails rather than skips
+import transformers  # the hf extra: missing, this fails rather than skips
 
 from jaxformer import cli  # noqa: E402
 

@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # the hf extra: missing, this fails rather than skips
+import transformers  # the hf extra: missing, this fails rather than skips
 
 import jax.numpy as jnp  # noqa: E402
 

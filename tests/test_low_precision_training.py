@@ -71,7 +71,6 @@ def test_float16_training_with_loss_scaling_learns():
 
 
 def test_int8_training_through_qwix():
-    pytest.importorskip("qwix")
     from jaxformer.finetune.rewrite import int8_training
 
     config = load_config(None, TINY)

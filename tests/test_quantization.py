@@ -24,14 +24,14 @@ W = jax.random.normal(jax.random.key(0), (2, 256, 48)) * jnp.linspace(0.1, 3.0, 
 def test_nf4_values_are_the_published_normal_float_code():
     # QLoRA's construction (bitsandbytes create_normal_map): normal quantiles at offset 0.9677083,
     # 8 positive values, 7 negative ones and an exact zero, scaled to [-1, 1].
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats  # the dev extra
     offset = 0.9677083
     positive = stats.norm.ppf(np.linspace(offset, 0.5, 9)[:-1])
     negative = -stats.norm.ppf(np.linspace(offset, 0.5, 8)[:-1])
     values = np.sort(np.concatenate([positive, [0.0], negative]))
     values /= np.abs(values).max()
     np.testing.assert_allclose(qformats.NF4_VALUES, values, atol=1e-6)
-    qwix_numerics = pytest.importorskip("qwix._src.core.numerics")
+    from qwix._src.core import numerics as qwix_numerics  # the qat extra
     np.testing.assert_allclose(qformats.NF4_VALUES, np.asarray(qwix_numerics.get_nf4_buckets()),
                                atol=1e-7)
 

@@ -7,6 +7,7 @@ from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 from jaxformer.nn.moe import DISPATCHES, ROUTERS
 from jaxformer.nn.positions import RopeScaling
 from jaxformer.nn.sparse_attention import PATTERNS, SparsePattern, make_pattern
+from jaxformer.models.validation import check_choice, check_positive
 
 POSITIONS = ("learned", "rope", "sinusoidal", "alibi", "none")
 NORMS = ("layernorm", "rmsnorm")
@@ -74,23 +75,16 @@ class DecoderConfig:
     moe_z_loss_coef: float = 0.001  # router z-loss weight (ST-MoE)
 
     def __post_init__(self):
-        def check(name, allowed):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"model.{name}={value!r} is not one of {list(allowed)}")
-
-        check("position", POSITIONS)
-        check("norm", NORMS)
-        check("norm_position", ("pre", "post"))
-        check("activation", tuple(ACTIVATIONS) + tuple(GATED))
-        check("attention_impl", IMPLEMENTATIONS)
-        check("remat", REMAT)
-        check("dtype", DTYPES)
-        check("param_dtype", DTYPES)
-        for name in ("vocab_size", "vocab_pad_multiple", "d_model", "num_layers", "num_heads",
-                     "max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_choice(self, "position", POSITIONS)
+        check_choice(self, "norm", NORMS)
+        check_choice(self, "norm_position", ("pre", "post"))
+        check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
+        check_choice(self, "attention_impl", IMPLEMENTATIONS)
+        check_choice(self, "remat", REMAT)
+        check_choice(self, "dtype", DTYPES)
+        check_choice(self, "param_dtype", DTYPES)
+        check_positive(self, "vocab_size", "vocab_pad_multiple", "d_model", "num_layers", "num_heads",
+                       "max_seq_len")
         if self.num_heads % self.kv_heads:
             raise ValueError(f"model.num_kv_heads={self.num_kv_heads} must divide "
                              f"model.num_heads={self.num_heads}")
@@ -102,14 +96,14 @@ class DecoderConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.sparse_pattern is not None:
-            check("sparse_pattern", PATTERNS[1:])
+            check_choice(self, "sparse_pattern", PATTERNS[1:])
         try:
             self.pattern  # noqa: B018  (validates the pattern's sizes)
         except ValueError as e:
             raise ValueError(f"model.sparse_pattern: {e}") from None
         if self.moe_num_experts:
-            check("moe_router", ROUTERS)
-            check("moe_dispatch", DISPATCHES)
+            check_choice(self, "moe_router", ROUTERS)
+            check_choice(self, "moe_dispatch", DISPATCHES)
             if not 1 <= self.moe_top_k <= self.moe_num_experts:
                 raise ValueError(f"model.moe_top_k={self.moe_top_k} must be between 1 and "
                                  f"model.moe_num_experts={self.moe_num_experts}")

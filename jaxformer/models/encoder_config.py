@@ -5,6 +5,7 @@ import dataclasses
 from jaxformer.models.config import DTYPES, REMAT
 from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
+from jaxformer.models.validation import check_choice, check_positive
 
 # What sits on top of the encoder, named after the HF class it matches:
 #   none                  BertModel (last hidden states and the pooled [CLS])
@@ -55,22 +56,15 @@ class EncoderConfig:
     remat: str = "none"
 
     def __post_init__(self):
-        def check(name, allowed):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"model.{name}={value!r} is not one of {list(allowed)}")
-
-        check("head", HEADS)
-        check("norm_position", ("pre", "post"))
-        check("activation", tuple(ACTIVATIONS) + tuple(GATED))
-        check("attention_impl", IMPLEMENTATIONS)
-        check("remat", REMAT)
-        check("dtype", DTYPES)
-        check("param_dtype", DTYPES)
-        for name in ("vocab_size", "vocab_pad_multiple", "type_vocab_size", "d_model", "num_layers",
-                     "num_heads", "mlp_dim", "max_seq_len", "num_labels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_choice(self, "head", HEADS)
+        check_choice(self, "norm_position", ("pre", "post"))
+        check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
+        check_choice(self, "attention_impl", IMPLEMENTATIONS)
+        check_choice(self, "remat", REMAT)
+        check_choice(self, "dtype", DTYPES)
+        check_choice(self, "param_dtype", DTYPES)
+        check_positive(self, "vocab_size", "vocab_pad_multiple", "type_vocab_size", "d_model", "num_layers",
+                       "num_heads", "mlp_dim", "max_seq_len", "num_labels")
         if self.head_dim is None and self.d_model % self.num_heads:
             raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
                              f"{self.num_heads}: set model.head_dim explicitly")

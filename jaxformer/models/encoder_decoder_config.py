@@ -7,6 +7,7 @@ from typing import ClassVar
 from jaxformer.models.config import DTYPES, NORMS, REMAT
 from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
+from jaxformer.models.validation import check_choice, check_positive
 
 # sinusoidal: the 2017 paper's table (sin and cos interleaved); sinusoidal_halves: sines then
 # cosines (Marian, fairseq); learned: a table per stack (BART, with `position_offset` 2);
@@ -69,25 +70,18 @@ class EncoderDecoderConfig:
     remat: str = "none"
 
     def __post_init__(self):
-        def check(name, allowed):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"model.{name}={value!r} is not one of {list(allowed)}")
-
-        check("position", POSITIONS)
-        check("norm", NORMS)
-        check("norm_position", ("pre", "post"))
-        check("activation", tuple(ACTIVATIONS) + tuple(GATED))
-        check("attention_impl", IMPLEMENTATIONS)
-        check("remat", REMAT)
-        check("dtype", DTYPES)
-        check("param_dtype", DTYPES)
-        check("init", INITS)
-        for name in ("vocab_size", "vocab_pad_multiple", "d_model", "encoder_layers",
+        check_choice(self, "position", POSITIONS)
+        check_choice(self, "norm", NORMS)
+        check_choice(self, "norm_position", ("pre", "post"))
+        check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
+        check_choice(self, "attention_impl", IMPLEMENTATIONS)
+        check_choice(self, "remat", REMAT)
+        check_choice(self, "dtype", DTYPES)
+        check_choice(self, "param_dtype", DTYPES)
+        check_choice(self, "init", INITS)
+        check_positive(self, "vocab_size", "vocab_pad_multiple", "d_model", "encoder_layers",
                      "decoder_layers", "num_heads", "mlp_dim", "max_seq_len", "relative_buckets",
-                     "relative_max_distance"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+                       "relative_max_distance")
         if self.head_dim is None and self.d_model % self.num_heads:
             raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
                              f"{self.num_heads}: set model.head_dim explicitly")

@@ -5,6 +5,7 @@ import dataclasses
 from jaxformer.models.config import DTYPES, REMAT
 from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS
+from jaxformer.models.validation import check_choice, check_positive
 
 POOLER_ACTIVATIONS = ("tanh", "none")
 
@@ -47,20 +48,14 @@ class ViTConfig:
     remat: str = "none"
 
     def __post_init__(self):
-        def check(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
-
-        check("activation", tuple(ACTIVATIONS))
-        check("pooler_act", POOLER_ACTIVATIONS)
-        check("attention_impl", IMPLEMENTATIONS)
-        check("remat", REMAT)
-        check("dtype", DTYPES)
-        check("param_dtype", DTYPES)
-        for name in ("image_size", "patch_size", "num_channels", "d_model", "num_layers",
-                     "num_heads", "mlp_dim"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "pooler_act", POOLER_ACTIVATIONS)
+        check_choice(self, "attention_impl", IMPLEMENTATIONS)
+        check_choice(self, "remat", REMAT)
+        check_choice(self, "dtype", DTYPES)
+        check_choice(self, "param_dtype", DTYPES)
+        check_positive(self, "image_size", "patch_size", "num_channels", "d_model", "num_layers",
+                       "num_heads", "mlp_dim")
         if self.num_labels < 0:
             raise ValueError(f"model.num_labels must be 0 (no head) or positive, got {self.num_labels}")
         if self.image_size % self.patch_size:
