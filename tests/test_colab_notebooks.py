@@ -46,7 +46,7 @@ OVERRIDES = {
     "bert.ipynb": f"""
 PRETRAIN_STEPS = 10
 FINETUNE_STEPS = 10
-OVERRIDES = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.mlp_dim=64",
+OVERRIDES = ["model.d_model=32", "model.num_layers=1", "model.num_heads=2", "model.mlp_dim=64",
              "data.vocab_size=1000", "train.batch_size=8", "train.seq_len=32",
              "train.eval_every=10", "train.eval_batches=1", "optimizer.warmup_steps=2", {QUIET}]
 """,
@@ -129,7 +129,7 @@ def test_notebook_is_valid_and_shaped_for_colab(name):
 
 @pytest.fixture(scope="module")
 def xla_flags() -> str:
-    """Tiny models: XLA's compile time dominates, so the CPU backend optimises less."""
+    """Tiny models: compiling dominates their time, so the CPU backend optimises less."""
     cheap = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     return f"{os.environ.get('XLA_FLAGS', '')} {cheap}".strip()
 
@@ -203,9 +203,9 @@ def test_bert_notebook(tmp_path, xla_flags):
     assert len(classified) == 2 and len(labels) == 8
     for line in classified:
         assert {label for label, _ in probabilities(line)} <= set(labels)
-    # The overrides made 2 layers of 2 heads; the pair is [CLS] 6 words [SEP] 4 words [SEP] in
+    # The overrides made 1 layer of 2 heads; the pair is [CLS] 6 words [SEP] 4 words [SEP] in
     # pieces, at least 13.
-    pieces = int(re.fullmatch(r"attention of 2 layers x 2 heads over (\d+) pieces",
+    pieces = int(re.fullmatch(r"attention maps of 1 x 2 \(layers x heads\) over (\d+) pieces",
                               figures["figures/bert_attention.png"]).group(1))
     assert pieces >= 13
 
@@ -229,7 +229,7 @@ def test_seq2seq_notebook(tmp_path, xla_flags):
     assert f"right: greedy {right['greedy']} of 6, beam search {right['beam']} of 6" in out
     # "352+79": the answer's 3 digits and the end token (rows) by 6 source characters.
     assert figures["figures/addition_cross_attention.png"] == (
-        "cross-attention of 1 decoder layers x 2 heads, 4 output x 6 source tokens")
+        "cross-attention maps of 1 x 2 (decoder layers x heads), 4 output x 6 source tokens")
 
 
 @pytest.mark.slow
