@@ -13,6 +13,7 @@ host overhead (Python, dispatch, the input pipeline, metric transfers).
 """
 
 import argparse
+import dataclasses
 import functools
 import sys
 import tempfile
@@ -20,6 +21,10 @@ import time
 from pathlib import Path
 
 START = time.perf_counter()
+if __name__ == "__main__":
+    from jaxformer.train.host import restart_with_malloc_settings
+
+    restart_with_malloc_settings(script=True)  # as `jaxformer train` does (see host.py)
 import jax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,6 +34,8 @@ import jaxformer.train.loop as loop  # noqa: E402
 from jaxformer.config import load_config  # noqa: E402
 from jaxformer.train.checkpoint import Checkpointer  # noqa: E402
 
+from jaxformer.models.costs import flops_per_token  # noqa: E402
+from jaxformer.train.metrics import measured_cpu_peak  # noqa: E402
 from jaxformer.train.state import create_state  # noqa: E402
 
 IMPORT_S = time.perf_counter() - START
@@ -97,7 +104,7 @@ def pure_step_seconds(built: dict, scan: int, repeats: int) -> float:
     """Seconds per step of the compiled step alone: `scan` steps per call on batches already on
     the device, the state from a fresh init (shapes are what matter)."""
     config, task = built["config"], built["task"]
-    config = config.replace(train=config.train.replace(steps_per_call=scan))
+    config = config.replace(train=dataclasses.replace(config.train, steps_per_call=scan))
     (graphdef, tx, _, _), kwargs = built["args"]
     step = MAKE_TRAIN_STEP(graphdef, tx, config, task, **kwargs)
     state = create_state(config)
@@ -142,8 +149,14 @@ def main():
     for name, seconds, calls in rows:
         print(f"{name:42s} {seconds:8.2f} {calls:6d} {seconds / total:6.1%}")
     print(f"{'total (imports + train())':42s} {total:8.2f}")
+    config = built["config"]
+    flops = flops_per_token(config.model, config.train.seq_len) * config.train.batch_size * \
+        config.train.seq_len
+    peak = measured_cpu_peak()
     print(f"\ncompute of one step alone ({args.scan} steps per call, device-resident batches, "
-          f"median of {args.repeats}): {per_step * 1e3:.2f} ms")
+          f"median of {args.repeats}): {per_step * 1e3:.2f} ms = {flops / per_step / 1e9:.1f} "
+          f"GFLOP/s, {flops / per_step / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s a 2048 x 2048 "
+          f"float32 matmul reaches here; {steps} steps of it alone: {per_step * steps:.1f} s")
     print(f"the steps after the first: {loop_rest:.2f} s = {compute:.2f} s compute + "
           f"{loop_rest - compute:.2f} s host overhead ({(loop_rest - compute) / (steps - 1) * 1e3:.2f}"
           f" ms per step: Python, dispatch, the input pipeline, metric transfers)")
