@@ -1,0 +1,58 @@
+"""What an image-to-text model costs: parameters by part, counted as HF counts them."""
+
+import dataclasses
+
+import jax
+
+from jaxformer.models.costs import ParamCounts, _path_keys, _size, param_shapes
+from jaxformer.models.vision_encoder_decoder_config import VisionEncoderDecoderConfig
+
+GROUPS = ("image_encoder", "positions", "enc_to_dec_proj", "token_embedding", "lm_head",
+          "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
+
+
+def vision_encoder_decoder_param_counts(config: VisionEncoderDecoderConfig) -> ParamCounts:
+    """Counted from a copy with one layer per part, each layer counted as often as its stack has
+    layers. Tied weights once, the padded vocabulary at its real size; both position tables (the
+    ViT's patch positions and the decoder's) count as positions; the ViT's layers, patch
+    projection, [CLS] token and final norm as image_encoder; the decoder's norms as norms."""
+    c = config
+    one = c.replace(encoder=dataclasses.replace(c.encoder, num_layers=1),
+                    decoder=dataclasses.replace(c.decoder, num_layers=1))
+    vocab, padded = c.decoder.vocab_size, c.decoder_config().padded_vocab_size
+    groups = dict.fromkeys(GROUPS, 0)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(param_shapes(one)):
+        keys = _path_keys(path)
+        size = _size(leaf)
+        if keys[0] == "encoder":
+            group = "positions" if keys[1] == "position_embedding" else "image_encoder"
+            size *= c.encoder.num_layers if keys[1] == "layers" else 1
+        elif keys[0] == "decoder" and keys[1] == "layers":
+            sublayer = next(k for k in keys[2:] if not k.isdigit())
+            group = (f"decoder_{sublayer}" if sublayer in ("attention", "cross_attention",
+                                                           "feed_forward") else "norms")
+            size *= c.decoder.num_layers
+        elif keys[0] == "decoder":
+            group = "positions" if keys[1] == "position_embedding" else "norms"
+        elif keys[0] == "enc_to_dec_proj":
+            group = "enc_to_dec_proj"
+        else:
+            group = {"embed": "token_embedding", "lm_head": "lm_head"}[keys[0]]
+            size = size // padded * vocab
+        groups[group] += size
+    return ParamCounts(groups, num_layers=c.encoder.num_layers + c.decoder.num_layers)
+
+
+def vision_encoder_decoder_sizes(c: VisionEncoderDecoderConfig) -> list[tuple[str, str, int, str]]:
+    """Rows (symbol, field, value, note) for `jaxformer info`'s sizes table."""
+    e, d = c.encoder, c.decoder
+    return [
+        ("P", "encoder.patch_size", e.patch_size,
+         f"{e.image_size} px images: {c.num_patches} patches + [CLS]"),
+        ("De", "encoder.d_model", e.d_model, f"{e.num_layers} ViT layers, {e.num_heads} heads, "
+                                             f"mlp {e.mlp_dim}"),
+        ("V", "decoder.vocab_size", d.vocab_size, f"captions up to {d.max_seq_len} tokens"),
+        ("Dd", "decoder.d_model", d.d_model,
+         f"{d.num_layers} layers with cross-attention, {d.num_heads} heads, mlp {d.mlp_dim}"
+         + ("" if e.d_model == d.d_model else f"; patches projected from {e.d_model}")),
+    ]
