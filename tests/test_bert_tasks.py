@@ -10,9 +10,10 @@ from flax import nnx
 from jaxformer import cli
 from jaxformer.config import load_config
 from jaxformer.train import load_run, train
+from devices import ONE_DEVICE
 
 
-TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.mlp_dim=64",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.mlp_dim=64",
         "model.max_seq_len=64", "train.seq_len=64", "train.batch_size=8",
         "optimizer.warmup_steps=5", "optimizer.decay_steps=200", "train.log_every=5",
         "train.progress=false", "data.corpus=tinyshakespeare", "data.vocab_size=600"]
@@ -49,7 +50,7 @@ def finetune(tmp_path, pretrained_dir, task, steps=30, *extra):
     dataset = {"classification": "tinyshakespeare-speakers",
                "token_classification": "tinyshakespeare-sentence-starts",
                "span_qa": "tinyshakespeare-who-said"}[task]
-    config = load_config("bert_speakers_cpu", [f"task.dataset={dataset}",
+    config = load_config("bert_speakers_cpu", [ONE_DEVICE, f"task.dataset={dataset}",
         *TINY, f"task.name={task}", f"model.head={task}", f"train.run_dir={run_dir}",
         f"train.steps={steps}", f"train.eval_every={steps}", "train.eval_batches=1",
         f"train.checkpoint_every={steps}", f"train.init_from={pretrained_dir}",

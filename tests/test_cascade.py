@@ -13,6 +13,7 @@ from flax import nnx
 from jaxformer.cascade import (Cascade, LogisticScorer, Policy, Stage, learn, next_token_probs,
                                simulate)
 from jaxformer.models import DecoderConfig, build_model
+from devices import ONE_DEVICE
 
 COSTS = np.asarray([1.0, 4.0, 16.0])
 
@@ -98,7 +99,7 @@ def test_cascade_command(tmp_path, capsys):
     runs = []
     for name, width, steps in [("tiny", 16, 10), ("wide", 48, 40)]:
         run = tmp_path / name
-        train(load_config(None, [f"data.corpus={tmp_path / 'c.txt'}", f"train.run_dir={run}",
+        train(load_config(None, [ONE_DEVICE, f"data.corpus={tmp_path / 'c.txt'}", f"train.run_dir={run}",
                                  f"model.d_model={width}", "model.num_layers=1", "model.num_heads=2",
                                  "model.max_seq_len=16", "train.seq_len=16", "train.batch_size=8",
                                  f"train.steps={steps}", f"train.checkpoint_every={steps}",

@@ -25,6 +25,7 @@ from jaxformer.nn.block import TransformerBlock
 from jaxformer.nn.context import BlockContext
 from jaxformer.tasks import Task, TaskConfig, register_task
 from jaxformer.train import load_run, train
+from devices import ONE_DEVICE_MESH
 
 TIME = 12
 
@@ -137,7 +138,7 @@ register_task(Contains)
 
 def toy_config(run_dir, steps, **train):
     return config_from_dict({
-        "model": {"family": "toy_encoder"},
+        "model": {"family": "toy_encoder"}, "mesh": ONE_DEVICE_MESH,
         "optimizer": {"lr": 3e-3, "warmup_steps": 5, "decay_steps": 200, "weight_decay": 0.0},
         "train": {"batch_size": 16, "seq_len": TIME, "steps": steps, "eval_every": 20,
                   "eval_batches": 4, "log_every": 10, "checkpoint_every": 20, "progress": False,
@@ -194,7 +195,7 @@ def test_the_readme_example_family_trains(tmp_path):
     exec(code[:code.index("```")], {})
     run_dir = tmp_path / "bag"
     result = train(config_from_dict({
-        "model": {"family": "bag"},
+        "model": {"family": "bag"}, "mesh": ONE_DEVICE_MESH,
         "train": {"batch_size": 32, "seq_len": 8, "steps": 30, "log_every": 10, "eval_batches": 0,
                   "checkpoint_every": 30, "progress": False, "run_dir": str(run_dir)},
         "optimizer": {"lr": 1e-2, "warmup_steps": 1, "decay_steps": 100}}))

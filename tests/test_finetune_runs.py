@@ -14,10 +14,11 @@ from jaxformer.interop import hf
 from jaxformer.models import build_model
 from jaxformer.parallel import ParallelPlan
 from jaxformer.train import load_run, train
+from devices import ONE_DEVICE
 
 TEXT = "".join(f"{w} the quick brown fox jumps over the lazy dog {i}\n"
                for i, w in enumerate(["ROMEO:", "JULIET:", "NURSE:"] * 60))
-SMALL = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=32",
+SMALL = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=32",
          "train.seq_len=16", "train.batch_size=4", "train.steps=3", "train.eval_every=3",
          "train.eval_batches=1", "train.log_every=3", "train.checkpoint_every=3",
          "train.sample_tokens=0", "train.progress=false", "optimizer.warmup_steps=0",

@@ -4,6 +4,7 @@
 import pytest
 
 from jaxformer.cli import main
+from devices import ONE_DEVICE
 
 
 def test_generate_from_a_run_directory(tmp_path, capsys):
@@ -12,7 +13,7 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
     from jaxformer.train import load_run, train
 
     run_dir = tmp_path / "run"
-    train(load_config("shakespeare_char_cpu", [
+    train(load_config("shakespeare_char_cpu", [ONE_DEVICE, 
         "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=32",
         "model.num_layers=1", "model.num_heads=2", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_batches=1",

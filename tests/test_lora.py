@@ -20,6 +20,7 @@ from jaxformer.tasks import make_task
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.state import create_state, model_graphdef
 from jaxformer.train.step import make_train_step
+from devices import ONE_DEVICE
 
 GPT2ISH = DecoderConfig(vocab_size=61, d_model=48, num_layers=2, num_heads=4, max_seq_len=32,
                         vocab_pad_multiple=8, tie_embeddings=False)
@@ -103,7 +104,7 @@ def test_scanned_stack_computes_what_the_unrolled_one_does():
                                np.asarray(unrolled(TOKENS).logits), atol=2e-5)
 
 
-TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
         "train.seq_len=16", "model.vocab_size=65", "optimizer.warmup_steps=0",
         "optimizer.lr=1e-2", "finetune.mode=lora", "finetune.lora_rank=2"]
 

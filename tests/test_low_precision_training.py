@@ -15,6 +15,7 @@ from jaxformer.train.loss_scale import current_scale, with_loss_scale
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.state import create_state, model_graphdef
 from jaxformer.train.step import make_train_step
+from devices import ONE_DEVICE
 
 
 def test_loss_scale_skips_overflow_and_adapts():
@@ -34,7 +35,7 @@ def test_loss_scale_skips_overflow_and_adapts():
     assert float(current_scale(state)) == 8.0
 
 
-TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
         "train.seq_len=16", "model.vocab_size=65", "optimizer.warmup_steps=0", "optimizer.lr=1e-2"]
 
 

@@ -173,6 +173,14 @@ def test_mesh_sizes_and_config_errors():
         resolve_axis_sizes(MeshConfig(data=-1, fsdp=-1), 8)
     with pytest.raises(ConfigError, match="does not divide"):
         resolve_axis_sizes(MeshConfig(data=-1, tensor=3), 8)
+    # num_devices: the mesh is built from the first N devices only.
+    mesh = make_mesh(MeshConfig(num_devices=4, tensor=2))
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 1, "tensor": 2}
+    assert set(mesh.devices.flat) == set(jax.devices()[:4])
+    assert make_mesh(MeshConfig(num_devices=1)).devices.size == 1
+    for bad in (0, 9, -2):
+        with pytest.raises(ConfigError, match=f"mesh.num_devices={bad}: 8 devices are present"):
+            make_mesh(MeshConfig(num_devices=bad))
     with pytest.raises(ConfigError, match="did you mean embed"):
         make_rules({"embd": "fsdp"})
     with pytest.raises(ConfigError, match="not a mesh axis"):

@@ -5,9 +5,10 @@ on an encoder-decoder: `jaxformer generate` (greedy, --beams) and `jaxformer att
 import numpy as np
 import pytest
 
+from devices import ONE_DEVICE
 from jaxformer.cli import main
 
-TINY = ["model.d_model=32", "model.encoder_layers=1", "model.decoder_layers=1",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.encoder_layers=1", "model.decoder_layers=1",
         "model.num_heads=2", "model.mlp_dim=64", "model.dropout=0.0", "task.max_digits=2",
         "task.report_examples=40", "train.batch_size=8", "train.steps=3", "train.eval_every=3",
         "train.eval_batches=1", "train.log_every=1", "train.checkpoint_every=3",

@@ -17,6 +17,7 @@ from jaxformer.tasks import make_task
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.state import create_state, model_graphdef
 from jaxformer.train.step import make_train_step
+from devices import ONE_DEVICE
 
 N = 5
 
@@ -45,7 +46,7 @@ def test_decoding_equals_the_forward_with_the_prompt_prepended(position):
         np.testing.assert_allclose(np.asarray(forward), np.asarray(full[N:N + len(prompt)]), atol=2e-5)
 
 
-TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=24",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=24",
         "train.seq_len=16", "model.vocab_size=65", "optimizer.warmup_steps=0",
         "optimizer.lr=1e-2", "finetune.mode=soft_prompt", "finetune.soft_prompt_tokens=4"]
 

@@ -12,8 +12,9 @@ from jaxformer.tasks import make_task
 from jaxformer.train.optimizer import decay_mask, make_optimizer, make_schedule
 from jaxformer.train.state import create_state, model_graphdef
 from jaxformer.train.step import make_train_step
+from devices import ONE_DEVICE
 
-TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=16",
         "train.seq_len=16", "model.vocab_size=65"]
 
 

@@ -14,11 +14,12 @@ from jaxformer.train import load_run, train
 from jaxformer.train.eval import evaluate, make_eval_step
 from jaxformer.tasks import make_task
 from jaxformer.train.state import model_graphdef, split_model
+from devices import ONE_DEVICE
 
 
 
 def tiny_run(run_dir, *extra):
-    return load_config("shakespeare_char_cpu", [
+    return load_config("shakespeare_char_cpu", [ONE_DEVICE, 
         "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=64",
         "model.num_layers=2", "model.num_heads=4", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=16", "optimizer.lr=3e-3", "optimizer.warmup_steps=10",

@@ -17,8 +17,9 @@ from jaxformer.config import load_config
 from jaxformer.train import load_run, train
 
 from locations import subprocess_env
+from devices import ONE_DEVICE
 
-TINY = ["data.corpus=tinyshakespeare", "model.d_model=32", "model.num_layers=2",
+TINY = [ONE_DEVICE, "data.corpus=tinyshakespeare", "model.d_model=32", "model.num_layers=2",
         "model.num_heads=2", "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8",
         "train.eval_batches=0", "train.log_every=1", "train.checkpoint_every=5",
         "train.progress=false", "train.sample_tokens=0"]

@@ -7,8 +7,9 @@ import numpy as np
 
 from jaxformer.config import load_config
 from jaxformer.train import train
+from devices import ONE_DEVICE
 
-TINY = ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=32",
+TINY = [ONE_DEVICE, "model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.max_seq_len=32",
         "train.seq_len=32", "train.batch_size=8", "train.eval_batches=2", "train.progress=false",
         "train.sample_tokens=0", "model.dropout=0.1"]  # dropout: the per-step keys must match too
 

@@ -16,8 +16,9 @@ from jaxformer.train import NonFiniteLossError, load_run, train
 
 from locations import subprocess_env
 from waiting import SAFETY_TIMEOUT_S, wait_for
+from devices import ONE_DEVICE
 
-TINY = ["data.corpus=tinyshakespeare", "model.d_model=32", "model.num_layers=2", "model.num_heads=2",
+TINY = [ONE_DEVICE, "data.corpus=tinyshakespeare", "model.d_model=32", "model.num_layers=2", "model.num_heads=2",
         "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=8", "train.eval_batches=0",
         "train.log_every=5", "train.checkpoint_every=5", "train.progress=false",
         "train.sample_tokens=0"]

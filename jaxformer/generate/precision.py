@@ -4,7 +4,7 @@ Batch-1 decoding reads every weight once per token, so its speed is capped by me
 bytes of weights (bench/bandwidth.py); bfloat16 weights halve the bytes. The model built here
 computes in bfloat16 too but keeps float32 where the family does (attention softmax, norms, the
 float32 logits; tests/test_bf16_paths.py), and its KV cache follows the compute dtype. The cost in
-accuracy is measured on a trained model in tests/test_decode_precision.py.
+accuracy is measured on a trained model in tests/test_shakespeare_cpu_run.py.
 
     fast = with_weights_dtype(model, "bfloat16")
     generate(fast, prompts, 128, temperature=0.0)

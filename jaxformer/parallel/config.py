@@ -12,8 +12,12 @@ class MeshConfig:
     as data parallelism elsewhere); `context` > 1 splits the sequence (ring attention). Those two
     axes exist in the mesh only when larger than 1. `rules` overrides the default logical-axis -> mesh-axis rules, e.g.
     {"mlp": "tensor", "embed": "fsdp"}; a value of null leaves that logical axis replicated.
+    `num_devices` > 0 builds the mesh from only the first that many devices (one process only):
+    a small model on a CPU host whose cores are split into fake devices (tests, debugging) runs
+    faster on one device than data parallel across all of them.
     """
 
+    num_devices: int = -1
     data: int = -1
     fsdp: int = 1
     tensor: int = 1

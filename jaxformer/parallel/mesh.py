@@ -66,15 +66,29 @@ def resolve_axis_sizes(config: MeshConfig, num_devices: int) -> dict[str, int]:
             if name not in OPTIONAL_AXES or size > 1}
 
 
+def _first_devices(num_devices: int, devices: list) -> list:
+    if num_devices == -1 or num_devices == len(devices):
+        return devices
+    if num_devices < 1 or num_devices > len(devices):
+        raise ConfigError(f"mesh.num_devices={num_devices}: {len(devices)} devices are present; "
+                          f"use a count from 1 to {len(devices)}, or -1 for all of them")
+    if jax.process_count() > 1:
+        raise ConfigError(f"mesh.num_devices={num_devices} with {jax.process_count()} processes: "
+                          f"every process must take part in the mesh; leave mesh.num_devices at -1")
+    return devices[:num_devices]
+
+
 def _describe(sizes: dict[str, int]) -> str:
     return " x ".join(f"{name}={size}" for name, size in sizes.items()
                       if name not in OPTIONAL_AXES or size != 1)
 
 
 def make_mesh(config: MeshConfig | None = None, devices=None) -> Mesh:
-    """A mesh over `devices` (default: every device of every process) with Auto axis types."""
+    """A mesh over `devices` (default: every device of every process, or the first
+    `config.num_devices` of them) with Auto axis types."""
     config = config or MeshConfig()
     devices = list(jax.devices() if devices is None else devices)
+    devices = _first_devices(config.num_devices, devices)
     sizes = resolve_axis_sizes(config, len(devices))
     names = tuple(name for name in AXES if name in sizes)
     shape = [sizes[name] for name in names]
