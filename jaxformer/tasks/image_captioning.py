@@ -150,16 +150,20 @@ class ImageCaptioning(Task):
         count = jnp.sum(mask)
         return jnp.sum(losses * mask), count, {"accuracy": (jnp.sum(correct * mask), count)}
 
-    def caption(self, model, images: np.ndarray, batch_size: int = 256) -> list[list[int]]:
+    def caption(self, model, images: np.ndarray, batch_size: int = 512) -> list[list[int]]:
         """Greedy captions (token ids, the end-of-text token last when emitted) of normalised
-        images [n, h, w, c], through the cached decoding loop."""
+        images [n, h, w, c], through the cached decoding loop, in chunks of equal size (the last
+        filled up with repeats) so that one compiled program serves them all."""
         from jaxformer.generate import generate
 
+        chunks = -(-len(images) // batch_size)
+        size = -(-len(images) // chunks)
+        padded = np.concatenate([images, images[:chunks * size - len(images)]])
         out = []
-        for i in range(0, len(images), batch_size):
-            out += generate(model, images[i:i + batch_size], self.caption_len, temperature=0.0,
+        for i in range(0, len(padded), size):
+            out += generate(model, padded[i:i + size], self.caption_len, temperature=0.0,
                             stop_tokens=[self.captions.eos_token_id])
-        return out
+        return out[:len(images)]
 
     def report(self, model, say) -> dict:
         """Exact-caption accuracy of greedy captions of every held-out image, and examples."""
