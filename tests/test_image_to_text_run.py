@@ -71,10 +71,9 @@ def naive_cross_attention(model, image: np.ndarray, caption: list[int], layer: i
 
 def test_attention_map_over_patches(trained, tmp_path, capsys, monkeypatch):
     from jaxformer.commands import caption_attention
-    from jaxformer.generate import generate
     from jaxformer.train import load_run
 
-    path, _ = trained
+    path, result = trained
     drawn = {}
     figure = caption_attention.caption_figure
 
@@ -84,18 +83,18 @@ def test_attention_map_over_patches(trained, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(caption_attention, "caption_figure", record)
     out = tmp_path / "caption.png"
-    assert main(["attention", str(path), "--digit-index", "5", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    assert main(["attention", str(path), "--digit-index", "1", "--out", str(out)]) == 0
+    # The checkpoint, rebuilt with the einsum attention, captions as the trained model did.
+    text = result.report["examples"][1]["caption"]
+    assert f"caption: {text!r}" in capsys.readouterr().out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn["words"] == text.split() + [caption_attention.END]
 
     config, model, _ = load_run(path, log=lambda *a, **k: None)
     task = caption_attention.caption_task(path, config)
-    image = task.transform.normalise(task.val_data.images[5])
-    caption = generate(model, image[None], task.caption_len, temperature=0.0,
-                       stop_tokens=[task.captions.eos_token_id])[0]
-    assert f"caption: {task.captions.decode(caption)!r}" in printed
-    assert drawn["words"][:-1] == task.captions.decode(caption).split() and \
-        drawn["words"][-1] == caption_attention.END
+    captions = task.captions
+    caption = [captions.ids[w] for w in text.split()] + [captions.eos_token_id]
+    image = task.transform.normalise(task.val_data.images[1])
     # Default: the last decoder layer, the mean of its heads, each token's map on the 2x2 grid.
     last = config.model.decoder.num_layers - 1
     maps, cls = drawn["maps"][last]
@@ -105,14 +104,19 @@ def test_attention_map_over_patches(trained, tmp_path, capsys, monkeypatch):
     np.testing.assert_allclose(maps.reshape(len(caption), 4), expected[:, 1:], atol=1e-5)
     np.testing.assert_allclose(maps.sum(axis=(1, 2)) + cls, 1.0, atol=1e-5)
 
-    # The same image as a .npy file: the same caption. (8 px: resizing leaves it as it is.)
-    np.save(tmp_path / "digit.npy", task.val_data.images[5])
+    # The same image as a .npy file, a chosen head of each layer, a given caption.
+    # (8 px: resizing leaves it as it is.)
+    np.save(tmp_path / "digit.npy", task.val_data.images[1])
     assert main(["attention", str(path), "--image", str(tmp_path / "digit.npy"), "--heads", "1",
-                 "--layers", "0,1", "--out", str(tmp_path / "file.png")]) == 0
-    assert f"caption: {task.captions.decode(caption)!r}" in capsys.readouterr().out
-    maps, cls = drawn["maps"][0]
-    expected = naive_cross_attention(model, image, caption, 0)[1]
-    np.testing.assert_allclose(maps.reshape(len(caption), 4), expected[:, 1:], atol=1e-5)
+                 "--layers", "0,1", "--target", "the digit seven",
+                 "--out", str(tmp_path / "file.png")]) == 0
+    assert "caption: 'the digit seven'" in capsys.readouterr().out
+    given = [captions.ids[w] for w in ("the", "digit", "seven")] + [captions.eos_token_id]
+    for layer in (0, 1):
+        maps, cls = drawn["maps"][layer]
+        expected = naive_cross_attention(model, image, given, layer)[1]
+        np.testing.assert_allclose(maps.reshape(len(given), 4), expected[:, 1:], atol=1e-5)
+        np.testing.assert_allclose(cls, expected[:, 0], atol=1e-5)
 
 
 def test_bad_image_requests_say_what_to_do(trained, tmp_path, capsys):
