@@ -153,6 +153,19 @@ class VisionEncoderDecoderConfig:
         return self.decoder.num_heads
 
     @property
+    def d_model(self) -> int:
+        """The decoder's width (the memory is projected to it)."""
+        return self.decoder.d_model
+
+    @property
+    def head_size(self) -> int:
+        return self.decoder.d_model // self.decoder.num_heads
+
+    @property
+    def tie_embeddings(self) -> bool:
+        return self.decoder.tie_embeddings
+
+    @property
     def num_layers(self) -> int:
         """Encoder and decoder layers together (for reports that show one depth)."""
         return self.encoder.num_layers + self.decoder.num_layers

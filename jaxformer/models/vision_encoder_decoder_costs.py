@@ -7,7 +7,7 @@ import jax
 from jaxformer.models.costs import ParamCounts, _path_keys, _size, param_shapes
 from jaxformer.models.vision_encoder_decoder_config import VisionEncoderDecoderConfig
 
-GROUPS = ("image_encoder", "positions", "enc_to_dec_proj", "token_embedding", "lm_head",
+GROUPS = ("token_embedding", "positions", "lm_head", "image_encoder", "enc_to_dec_proj",
           "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
 
 
@@ -40,6 +40,8 @@ def vision_encoder_decoder_param_counts(config: VisionEncoderDecoderConfig) -> P
             group = {"embed": "token_embedding", "lm_head": "lm_head"}[keys[0]]
             size = size // padded * vocab
         groups[group] += size
+    if not groups["enc_to_dec_proj"]:
+        del groups["enc_to_dec_proj"]  # equal widths: no projection
     return ParamCounts(groups, num_layers=c.encoder.num_layers + c.decoder.num_layers)
 
 
