@@ -136,6 +136,9 @@ def test_bad_image_requests_say_what_to_do(trained, tmp_path, capsys):
         assert main(["attention", str(path), *flags]) == 2, flags
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+    # `jaxformer generate` continues text prompts; it points an image-to-text run elsewhere.
+    assert main(["generate", str(path), "--prompt", "a"]) == 2
+    assert "captions images, not text prompts: use `jaxformer attention" in capsys.readouterr().err
     # A run of another family: refused from its config alone (no checkpoint is read).
     other = tmp_path / "decoder_run"
     other.mkdir()
