@@ -147,3 +147,27 @@ def test_param_count_equals_hf_vision_encoder_decoder(model):
     same_width = CONFIG.replace(decoder=dataclasses.replace(d, d_model=e.d_model, num_heads=2))
     assert count_params(CONFIG) - count_params(same_width) > 0
     assert "enc_to_dec_proj" not in nnx.state(build_model(same_width, rngs=nnx.Rngs(0)))
+
+
+def test_flops_per_token_count_each_weight_over_the_positions_that_pass_it(model):
+    """The weights part against a walk over the model's own parameters: the ViT, the projection
+    and the decoder's cross-attention keys and values run once per image position ([CLS] and 9
+    patches), everything else once per caption position; the attention part by hand."""
+    from jaxformer.models.costs import flops_parts
+    from jaxformer.nn.params import path_string
+
+    image, text = 10, 9
+    per_image = per_text = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param)):
+        name = path_string(path)
+        if "position_embedding" in name:
+            continue
+        size = leaf.size if "embed/" not in name else CONFIG.decoder.vocab_size * 24  # unpadded
+        if name.startswith(("encoder/", "enc_to_dec_proj/")) or \
+                "cross_attention/key/" in name or "cross_attention/value/" in name:
+            per_image += size
+        else:
+            per_text += size
+    parts = list(flops_parts(CONFIG, text).values())
+    assert parts[0] == 6 * (per_image * image + per_text * text) // (image + text)
+    assert parts[1] == (12 * 2 * 16 * image * image + 12 * 2 * 24 * text * (text + image)) // 19

@@ -108,4 +108,5 @@ VISION_ENCODER_DECODER = register_family(Family(
     model_class=VisionEncoderDecoder, default_task="image_captioning",
     description="image to text: a ViT encoder and a text decoder with cross-attention",
     param_counts=vision_encoder_decoder_costs.vision_encoder_decoder_param_counts,
+    flops_parts=vision_encoder_decoder_costs.vision_encoder_decoder_flops_parts,
     sizes=vision_encoder_decoder_costs.vision_encoder_decoder_sizes))

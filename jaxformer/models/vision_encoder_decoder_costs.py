@@ -45,6 +45,31 @@ def vision_encoder_decoder_param_counts(config: VisionEncoderDecoderConfig) -> P
     return ParamCounts(groups, num_layers=c.encoder.num_layers + c.decoder.num_layers)
 
 
+def vision_encoder_decoder_flops_parts(config: VisionEncoderDecoderConfig,
+                                       seq_len: int | None = None) -> dict[str, int]:
+    """Training FLOPs per token, a token being an image position ([CLS] or a patch, I of them)
+    or a caption position (T = seq_len, default the decoder's context), averaged over the I + T
+    of a row: the weights an image position passes (the ViT, the projection to the decoder's
+    width, and every decoder layer's cross-attention keys and values, computed once per patch)
+    cost 6 per parameter, those a caption position passes (the rest) likewise; attention scores
+    and weighted values cost 12 d per key per layer (PaLM appendix B): the ViT's over I keys for
+    an image position, the decoder's self- and cross-attention over T and I keys for a caption
+    position. Position tables are left out, as for every family."""
+    c, e, d = config, config.encoder, config.decoder
+    seq_len = seq_len or d.max_seq_len
+    image, text = 1 + c.num_patches, seq_len
+    counts = vision_encoder_decoder_param_counts(c)
+    per_image = counts.groups["image_encoder"] + counts.groups.get("enc_to_dec_proj", 0)
+    per_image += d.num_layers * 2 * (d.d_model * d.d_model + (d.d_model if d.use_bias else 0))
+    per_text = counts.non_positional - per_image
+    tokens = image + text
+    return {"6N, each weight over the positions that pass it":
+                6 * (per_image * image + per_text * text) // tokens,
+            "12 x layers x d x keys (attention)":
+                12 * (e.num_layers * e.d_model * image * image
+                      + d.num_layers * d.d_model * text * (text + image)) // tokens}
+
+
 def vision_encoder_decoder_sizes(c: VisionEncoderDecoderConfig) -> list[tuple[str, str, int, str]]:
     """Rows (symbol, field, value, note) for `jaxformer info`'s sizes table."""
     e, d = c.encoder, c.decoder

@@ -80,6 +80,11 @@ class ImageCaptioning(Task):
             raise ConfigError(f"captions of {self.captions.max_len - 1} tokens (words and end of "
                               f"text) exceed model.decoder.max_seq_len={decoder.max_seq_len}: "
                               f"raise it")
+        if config.train.seq_len != self.caption_len:
+            # The decoder's row length: what FLOPs per token (tokens/s, MFU) are computed at.
+            say(f"train.seq_len set to {self.caption_len}, the captions' length")
+            config = dataclasses.replace(config, train=dataclasses.replace(
+                config.train, seq_len=self.caption_len))
         data = dataclasses.replace(data, images=resize(data.images, config.model.encoder.image_size))
         self.train_data, self.val_data = split_images(data, t.val_fraction, t.split_seed)
         self.transform = ImageTransform(*channel_stats(self.train_data.images),
