@@ -114,6 +114,10 @@ class TrainLoopConfig:
     # takes the per-call host overhead out of small models' steps; the updates are the same.
     steps_per_call: int = 1
     init_from: str | None = None
+    # A jax.profiler trace of `profile_steps` steps after `profile_start` (0: none), written to
+    # run_dir/profile (jaxformer/train/profile.py says how to open it).
+    profile_steps: int = 0
+    profile_start: int = 10
 
 
 @dataclasses.dataclass
@@ -141,7 +145,8 @@ class Config:
                 raise ConfigError(f"{key} must be positive, got {value}")
         for key, value in {"train.eval_batches": t.eval_batches, "optimizer.min_lr": o.min_lr,
                            "optimizer.warmup_steps": o.warmup_steps, "train.sample_tokens":
-                           t.sample_tokens, "optimizer.grad_clip": o.grad_clip,
+                           t.sample_tokens, "train.profile_steps": t.profile_steps,
+                           "train.profile_start": t.profile_start, "optimizer.grad_clip": o.grad_clip,
                            "optimizer.weight_decay": o.weight_decay}.items():
             if value < 0:
                 raise ConfigError(f"{key} must not be negative, got {value}")

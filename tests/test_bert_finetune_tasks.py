@@ -30,7 +30,7 @@ def make(tmp_path, task: str, examples: list[dict]):
     data = tmp_path / f"{task}.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in examples))
     head = task
-    config = load_config("bert_speakers_cpu", [ONE_DEVICE, 
+    config = load_config("bert_speakers_cpu", [ONE_DEVICE,
         f"task.name={task}", f"model.head={head}", f"task.dataset={data}",
         f"data.tokenizer={vocab}", "data.vocab_size=0", "data.val_fraction=0.25",
         "model.d_model=8", "model.num_layers=1", "model.num_heads=2", "model.mlp_dim=16",

@@ -13,7 +13,7 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
     from jaxformer.train import load_run, train
 
     run_dir = tmp_path / "run"
-    train(load_config("shakespeare_char_cpu", [ONE_DEVICE, 
+    train(load_config("shakespeare_char_cpu", [ONE_DEVICE,
         "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=32",
         "model.num_layers=1", "model.num_heads=2", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_batches=1",
@@ -26,6 +26,13 @@ def test_generate_from_a_run_directory(tmp_path, capsys):
     _, model, tokenizer = load_run(run_dir, log=lambda *a, **k: None)
     expected = generate(model, [tokenizer.encode("ROMEO:")], 16, temperature=0.0)[0]
     assert text == "ROMEO:" + tokenizer.decode(expected) + "\n"
+    # --weights-dtype bfloat16: the same text as the API's greedy decoding of the cast model.
+    from jaxformer.generate.precision import with_weights_dtype
+    low = with_weights_dtype(model, "bfloat16")
+    assert main(["generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                 "--max-new-tokens", "16", "--weights-dtype", "bfloat16"]) == 0
+    expected_low = generate(low, [tokenizer.encode("ROMEO:")], 16, temperature=0.0)[0]
+    assert capsys.readouterr().out == "ROMEO:" + tokenizer.decode(expected_low) + "\n"
     # A character outside the run's vocabulary is a one-line error.
     assert main(["generate", str(run_dir), "--prompt", "ROMEO: \u4e16"]) == 2
     assert "\n" not in capsys.readouterr().err.strip()

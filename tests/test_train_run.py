@@ -19,7 +19,7 @@ from devices import ONE_DEVICE
 
 
 def tiny_run(run_dir, *extra):
-    return load_config("shakespeare_char_cpu", [ONE_DEVICE, 
+    return load_config("shakespeare_char_cpu", [ONE_DEVICE,
         "data.corpus=tinyshakespeare", f"train.run_dir={run_dir}", "model.d_model=64",
         "model.num_layers=2", "model.num_heads=4", "model.max_seq_len=32", "train.seq_len=32",
         "train.batch_size=16", "optimizer.lr=3e-3", "optimizer.warmup_steps=10",

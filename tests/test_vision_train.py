@@ -17,7 +17,7 @@ def short(steps: int) -> list[str]:
 
 
 def test_short_vit_run_beats_chance_by_far(tmp_path, capsys):
-    config = load_config("vit_digits_cpu", [ONE_DEVICE, 
+    config = load_config("vit_digits_cpu", [ONE_DEVICE,
         f"train.run_dir={tmp_path}", "model.image_size=8", "model.patch_size=2", "model.d_model=32",
         "model.num_layers=2", "model.num_heads=2", "model.mlp_dim=64", "model.dropout=0.0",
         "task.crop_padding=0", *short(200)])
@@ -35,7 +35,7 @@ def test_short_vit_run_beats_chance_by_far(tmp_path, capsys):
 
 
 def test_short_clip_run_classifies_zero_shot_far_above_chance(tmp_path):
-    config = load_config("clip_digits_cpu", [ONE_DEVICE, 
+    config = load_config("clip_digits_cpu", [ONE_DEVICE,
         f"train.run_dir={tmp_path}", "model.vision.image_size=8", "model.vision.patch_size=2",
         "model.vision.d_model=32", "model.vision.num_layers=2", "model.vision.num_heads=2",
         "model.vision.mlp_dim=64", "model.text.d_model=32", "model.text.num_layers=1",

@@ -6,6 +6,7 @@
     jaxformer generate ./gpt2 --prompt-file prompts.txt     # one prompt per line, run as one batch
     jaxformer generate ./t5-small --prompt "translate English to German: Hello" --beams 4
     jaxformer generate runs/transformer_addition_cpu --prompt "352+79" --temperature 0
+    jaxformer generate runs/shakespeare_char_cpu --prompt "ROMEO:" --weights-dtype bfloat16
 
 For an encoder-decoder (T5, BART, Marian, a seq2seq run) the prompt is the source and the output
 is printed on its own.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from jaxformer.errors import UserError
 from jaxformer.generate import beam_search, decode, generate_past_context, make_settings
+from jaxformer.generate.precision import WEIGHT_DTYPES, with_weights_dtype
 from jaxformer.generate.steps import is_encoder_decoder, steps_for
 from jaxformer.generate.source import Source, load_source
 from jaxformer.generate.streaming import TextStream, TokenTimer
@@ -84,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--early-stopping", action="store_true",
                         help="beam search: stop an input once it has N finished hypotheses "
                              "(HF's early_stopping=True)")
+    parser.add_argument("--weights-dtype", choices=WEIGHT_DTYPES, default="float32",
+                        help="cast the weights once to this dtype and compute in it: bfloat16 "
+                             "halves the bytes batch-1 decoding reads per token (the accuracy "
+                             "change is in the README's performance section)")
     parser.add_argument("--past-context", action="store_true",
                         help="allow prompt + new tokens beyond the model's context: generate in "
                              "chunks, each conditioned on the last half-context of tokens (as "
@@ -143,6 +149,7 @@ def run(args) -> int:
         raise UserError(f"{args.source} captions images, not text prompts: use `jaxformer "
                         f"attention {args.source} --digit-index N` (or --image PATH), or "
                         f"jaxformer.generate.generate(model, images, ...) in Python")
+    source.model = with_weights_dtype(source.model, args.weights_dtype)
     prompts, texts = read_prompts(args, source)
     tokenizer = source.tokenizer
     encoder_decoder = is_encoder_decoder(source.model)

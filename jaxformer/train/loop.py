@@ -26,6 +26,7 @@ from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.eval import evaluate, make_eval_step
 from jaxformer.train.metrics import Throughput
 from jaxformer.train.optimizer import make_optimizer
+from jaxformer.train.profile import StepProfiler
 from jaxformer.train.report import MetricsLog, plot_losses
 from jaxformer.train.run_dir import (RunDir, check_same_run, ensure_writable, optimizer_changes,
                                      write_run_files)
@@ -246,6 +247,7 @@ def train(config: Config) -> TrainResult:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=t.steps, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+    profiler = StepProfiler(run.root / "profile", t.profile_start, t.profile_steps, say)
     try:
         with StopSignals() as signals:
             throughput.reset()
@@ -257,6 +259,7 @@ def train(config: Config) -> TrainResult:
                 if step == start:
                     check_batch(jax.tree.map(lambda x: x[(0,) * leading], host_batch),
                                 task.batch_spec(t.batch_size), t.batch_size // jax.process_count())
+                profiler.before_call(step)
                 state, metrics = train_step(state, plan.place(host_batch, leading_axes=leading))
                 window.pending.append((step + 1, count if multi else None, metrics))
                 if step == start:  # the first call compiles: keep it out of tokens/s
@@ -270,6 +273,7 @@ def train(config: Config) -> TrainResult:
                     if bar is not None:
                         bar.update(1)
                     stop = signals.check(step, checkpointer) or stop  # every process, every step
+                profiler.after_call(step, metrics)
                 checkpointer.poll()  # a failed background save stops the run now
                 final = step == t.steps
                 if step % t.log_every == 0 or final:
@@ -302,6 +306,7 @@ def train(config: Config) -> TrainResult:
                     break
             checkpointer.wait()
     finally:
+        profiler.close()
         if bar is not None:
             bar.close()
         log.close()
