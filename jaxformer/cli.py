@@ -14,7 +14,7 @@ COMMANDS = {
     "train": ("jaxformer.commands.train", "train a model from a config, resuming if possible"),
     "generate": ("jaxformer.commands.generate", "sample text from a run directory or HF checkpoint"),
     "tokens": ("jaxformer.commands.tokens", "show how a tokenizer splits a text"),
-    "attention": ("jaxformer.commands.attention", "plot attention patterns for a text"),
+    "attention": ("jaxformer.commands.attention", "plot attention patterns for a text (or an image's caption)"),
     "fill-mask": ("jaxformer.commands.fill_mask", "guess the [MASK] tokens of a text (encoders)"),
     "classify": ("jaxformer.commands.classify", "label texts with a fine-tuned encoder"),
     "embed": ("jaxformer.commands.embed", "sentence embeddings from an encoder (mean pooling)"),

@@ -17,6 +17,11 @@ inline).
 For an encoder-decoder the grid shows cross-attention instead: in each decoder layer and head, row
 i is how much output token i attends to each source token (the source is --text; the output is
 --target, or the model's greedy output).
+
+For an image-to-text model (`--digit-index N` or `--image PATH` in place of --text), each caption
+word's cross-attention over the image's patches is drawn over the image (`caption_attention.py`):
+
+    jaxformer attention runs/image_to_text_digits_cpu --digit-index 7 --out caption.png
 """
 
 import argparse
@@ -39,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     text = parser.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the text whose attention to plot")
     text.add_argument("--text-ids", metavar="IDS", help="the text as comma-separated token ids")
+    text.add_argument("--digit-index", type=int, metavar="N",
+                      help="image-to-text runs: caption held-out image N of the run's data set "
+                           "and draw each word's attention over its patches")
+    text.add_argument("--image", type=Path, metavar="PATH",
+                      help="image-to-text runs: caption this image (.npy [height, width(, "
+                           "channels)] in [0, 1], or .png) and draw each word's patch attention")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target", help="encoder-decoder: the output text whose cross-attention "
                                          "to plot (default: the model's greedy output)")
@@ -48,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", default=None,
                         help="encoders: a second text, shown as [CLS] text [SEP] pair [SEP]")
     parser.add_argument("--out", type=Path, default=Path("attention.png"), help="PNG file to write")
-    parser.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
-    parser.add_argument("--heads", default=None, help="comma-separated head indices (default: all)")
+    parser.add_argument("--layers", default=None, help="comma-separated layer indices (default: "
+                                                       "all; image-to-text: the last)")
+    parser.add_argument("--heads", default=None, help="comma-separated head indices (default: all; "
+                                                      "image-to-text: averaged)")
     parser.add_argument("--tokenizer", metavar="PATH", default=None,
                         help="a sentencepiece .model, a tokenizer.json or a saved tokenizer "
                              "directory, overriding the one found next to the model")
@@ -143,7 +156,12 @@ def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[
 
 
 def run(args) -> int:
+    from jaxformer.commands.caption_attention import image_request, run_image
+
+    request = image_request(args)  # an image-to-text run's flags, checked before loading it
     source = load_source(args.source, tokenizer=args.tokenizer, attention_impl="einsum")
+    if request is not None:
+        return run_image(args, source, request)
     model, tokenizer = source.model, source.tokenizer
     encoder = getattr(model.config, "family", None) == "encoder"
     token_types = None

@@ -145,6 +145,10 @@ def run(args) -> int:
     if getattr(source.model.config, "family", None) == "encoder":
         raise UserError(f"{args.source} holds an encoder (BERT), which does not generate text: "
                         f"use `jaxformer fill-mask`, `classify` or `embed`")
+    if getattr(source.model.config, "takes_images", False):
+        raise UserError(f"{args.source} captions images, not text prompts: use `jaxformer "
+                        f"attention {args.source} --digit-index N` (or --image PATH), or "
+                        f"jaxformer.generate.generate(model, images, ...) in Python")
     source.model = with_weights_dtype(source.model, args.weights_dtype)
     prompts, texts = read_prompts(args, source)
     tokenizer = source.tokenizer

@@ -84,7 +84,8 @@ LABELS = {"token_embedding": "token embedding", "positions": "position table",
           "encoder_attention": "encoder self-attention", "encoder_feed_forward":
           "encoder feed-forward", "decoder_attention": "decoder self-attention",
           "decoder_cross_attention": "decoder cross-attention",
-          "decoder_feed_forward": "decoder feed-forward"}
+          "decoder_feed_forward": "decoder feed-forward", "image_encoder": "image encoder (ViT)",
+          "enc_to_dec_proj": "patch states to decoder width"}
 EMBEDDING_PARTS = ("token_embedding", "positions", "lm_head")
 
 

@@ -13,7 +13,6 @@ from flax import nnx
 from jaxformer.errors import UserError
 from jaxformer.generate.adapters import check_adapter_ids
 from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decode_fn, token_sink
-from jaxformer.generate.prompts import bucket_length, pad_prompts
 from jaxformer.generate.steps import steps_for
 
 TokenCallback = Callable[[int, np.ndarray, np.ndarray], None]
@@ -65,7 +64,8 @@ def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=Non
 def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings, *, seed: Seed = 0,
            on_tokens: TokenCallback | None = None, timings: dict | None = None,
            adapter_ids: list[int] | None = None) -> DecodeOutput:
-    """Run the compiled loop over `prompts` (lists of token ids, any lengths). `seed`: see
+    """Run the compiled loop over `prompts` (lists of token ids, any lengths; for an image-to-text
+    model, images [batch, height, width, channels]). `seed`: see
     `row_keys` (row i's tokens are those of prompt i alone with row i's seed). `adapter_ids`: see
     `generate`.
 
@@ -80,14 +80,14 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     if not hasattr(model, "init_cache"):
         raise UserError(f"{type(model).__name__} ({config.family} family) has no decoding cache: "
                         f"it does not generate text")
-    steps_for(model).check_request(prompts, settings.max_new_tokens, config)
+    io = steps_for(model)
+    io.check_request(prompts, settings.max_new_tokens, config)
     if settings.top_k is not None and settings.top_k > config.vocab_size:
         settings = dataclasses.replace(settings, top_k=None)  # keeps everything
     if on_tokens is not None and not settings.stream:
         raise ValueError("on_tokens needs DecodeSettings(stream=True)")
     graphdef, state = nnx.split(model)
-    bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
-    tokens, lengths = pad_prompts(prompts, bucket, settings.pad_id)
+    tokens, lengths = io.inputs(prompts, config, settings.pad_id)
     rows = None if adapter_ids is None else check_adapter_ids(model, adapter_ids, len(prompts))
     # Traced: other values reuse the compiled program. Unused by a greedy program.
     args = (tokens, lengths, row_keys(seed, len(prompts)),
@@ -118,7 +118,9 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
              on_tokens: TokenCallback | None = None, timings: dict | None = None,
              adapter_ids: list[int] | None = None) -> list[list[int]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens. For an
-    encoder-decoder the prompts are the encoder's inputs and the new tokens are the decoder's.
+    encoder-decoder the prompts are the encoder's inputs and the new tokens are the decoder's; for
+    an image-to-text model (`vision_encoder_decoder`) they are images, an array [batch, height,
+    width, channels] (normalised as in training), and the new tokens are their captions.
 
     temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) are applied in that
     order and a token is drawn. Each row has its own random stream: with `seed` a list, row i uses
@@ -135,6 +137,6 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
     """
     settings = make_settings(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              stop_tokens=stop_tokens, stream=on_tokens is not None)
-    out = decode(model, [list(p) for p in prompts], settings, seed=seed, on_tokens=on_tokens,
+    out = decode(model, list(prompts), settings, seed=seed, on_tokens=on_tokens,
                  timings=timings, adapter_ids=adapter_ids)
     return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)]

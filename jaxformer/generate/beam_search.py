@@ -37,7 +37,6 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import UserError
-from jaxformer.generate.prompts import bucket_length, pad_prompts
 from jaxformer.generate.steps import steps_for
 from jaxformer.nn import kv_cache
 
@@ -109,7 +108,7 @@ def make_beam_fn(graphdef: nnx.GraphDef, settings: BeamSettings):
     def run(state, tokens, lengths, penalty, best_length, stop_when_full):
         model = nnx.merge(graphdef, state)
         io = steps_for(model)
-        batch, bucket = tokens.shape
+        batch, bucket = tokens.shape[:2]  # images: [batch, height, ...] (their steps ignore bucket)
         max_len = io.cache_length(bucket, new, model.config)
         logits, cache, first_position = io.prefill(model, tokens, lengths, max_len)
         # Prefill once per input, then copy its cache rows to each of its beams.
@@ -203,14 +202,14 @@ def _compiled_fn(graphdef, settings, state, tokens, lengths, rules):
 
 def beam_decode(model: nnx.Module, prompts: list[list[int]], settings: BeamSettings, *,
                 timings: dict | None = None) -> BeamOutput:
-    """Beam search over `prompts` (lists of token ids, any lengths). `timings`, if given, gets
+    """Beam search over `prompts` (lists of token ids, any lengths; images [batch, height, width,
+    channels] for an image-to-text model). `timings`, if given, gets
     "compile_s" (0 when cached) and "total_s" (the search itself)."""
     config = model.config
     io = steps_for(model)
     io.check_request(prompts, settings.max_new_tokens, config)
     graphdef, state = nnx.split(model)
-    bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
-    tokens, lengths = pad_prompts(prompts, bucket, settings.pad_id)
+    tokens, lengths = io.inputs(prompts, config, settings.pad_id)
     rules = rule_arguments(settings)
     start = time.perf_counter()
     fn, fresh = _compiled_fn(graphdef, settings, state, tokens, lengths, rules)
@@ -232,5 +231,5 @@ def beam_search(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int
     (kept as its last token) or after `max_new_tokens`. Returns the new tokens of each prompt."""
     settings = make_settings(max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                              early_stopping=early_stopping, stop_tokens=stop_tokens)
-    out = beam_decode(model, [list(p) for p in prompts], settings, timings=timings)
+    out = beam_decode(model, list(prompts), settings, timings=timings)
     return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)]

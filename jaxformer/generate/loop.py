@@ -138,7 +138,7 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
         _trace_count[0] += 1
         model = nnx.merge(graphdef, state)
         io = steps_for(model)  # decoder-only or encoder-decoder prefill and step
-        batch, bucket = tokens.shape
+        batch, bucket = tokens.shape[:2]  # images: [batch, height, ...] (their steps ignore bucket)
         max_len = io.cache_length(bucket, s.max_new_tokens, model.config)
         last_logits, cache, first_position = io.prefill(model, tokens, lengths, max_len)
         token = choose(last_logits, rngs, 0, temperature, top_p)

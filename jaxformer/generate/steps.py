@@ -8,19 +8,31 @@ steps over a cache. One small interface per kind of model, so the loops never as
                      decoder on `decoder_start_token_id` at position 0, which also computes every
                      layer's cross-attention keys and values into the cache; new token t is fed
                      back at position t + 1. The memory is never recomputed.
+    image to text:   as the encoder-decoder, with an image [height, width, channels] for each
+                     prompt: the encoder reads its patches once.
 
     steps = steps_for(model)
+    tokens, lengths = steps.inputs(prompts, model.config, pad_id)
     logits, cache, first_position = steps.prefill(model, tokens, lengths, max_len)
     logits, cache = steps.step(model, token, positions, cache)
 """
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxformer.errors import UserError
-from jaxformer.generate.prompts import cache_length, check_request
+from jaxformer.generate.prompts import bucket_length, cache_length, check_request, pad_prompts
 
 
-class DecoderOnlySteps:
+class TokenInputs:
+    def inputs(self, prompts, config, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Checked prompts (lists of token ids) -> (tokens [batch, bucket] right-padded to their
+        bucket, lengths [batch]): the arrays prefill takes."""
+        bucket = bucket_length(max(len(p) for p in prompts), config.max_seq_len)
+        return pad_prompts(prompts, bucket, pad_id)
+
+
+class DecoderOnlySteps(TokenInputs):
     def check_request(self, prompts: list[list[int]], max_new_tokens: int, config, *,
                       cli: bool = False) -> None:
         check_request(prompts, max_new_tokens, vocab_size=config.vocab_size,
@@ -46,7 +58,7 @@ class DecoderOnlySteps:
         return out.logits[:, 0], out.cache
 
 
-class EncoderDecoderSteps:
+class EncoderDecoderSteps(TokenInputs):
     def check_request(self, prompts: list[list[int]], max_new_tokens: int, config, *,
                       cli: bool = False) -> None:
         """As `prompts.check_request`, flags named as the CLI's when `cli`."""
@@ -93,10 +105,55 @@ class EncoderDecoderSteps:
         return out.logits[:, 0], out.cache
 
 
+class ImageToTextSteps(EncoderDecoderSteps):
+    """The prompts are images, [batch, height, width, channels] (or a list of [h, w, c])."""
+
+    def check_request(self, prompts, max_new_tokens: int, config, *, cli: bool = False) -> None:
+        new = "--max-new-tokens" if cli else "max_new_tokens"
+        if max_new_tokens < 1:
+            raise UserError(f"{new} must be at least 1, got {max_new_tokens}")
+        if max_new_tokens > config.max_seq_len:
+            raise UserError(f"{max_new_tokens} new tokens were asked for, more than the decoder's "
+                            f"{config.max_seq_len} positions: lower {new}")
+        try:
+            images = np.asarray(prompts, np.float32)
+        except (TypeError, ValueError):
+            raise UserError("an image-to-text model takes images (float arrays of one shape), "
+                            "not token ids: pass an array [batch, height, width, channels]"
+                            ) from None
+        channels, patch = config.encoder.num_channels, config.encoder.patch_size
+        if images.ndim != 4 or images.shape[-1] != channels or not len(images):
+            raise UserError(f"images must be an array [batch, height, width, {channels}] "
+                            f"(NHWC), got shape {images.shape}")
+        if images.shape[1] < patch or images.shape[2] < patch:
+            raise UserError(f"images of {images.shape[1]}x{images.shape[2]} pixels hold no "
+                            f"{patch}x{patch} patch: resize them to at least that")
+
+    def inputs(self, prompts, config, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(images float32 [batch, height, width, channels], lengths [batch]: unused, all 1)."""
+        images = np.asarray(prompts, np.float32)
+        return images, np.ones((len(images),), np.int32)
+
+    def prefill(self, model, images, lengths, max_len):
+        batch = images.shape[0]
+        memory = model.encode(images)
+        cache = model.init_cache(batch, max_len, memory_len=memory.shape[1])
+        start = jnp.full((batch, 1), model.config.decoder_start_token_id, jnp.int32)
+        out = model.decode(start, memory, decoder_positions=jnp.zeros_like(start), cache=cache)
+        return out.logits[:, 0], out.cache, jnp.ones((batch,), jnp.int32)
+
+
 def is_encoder_decoder(model_or_config) -> bool:
     config = getattr(model_or_config, "config", model_or_config)
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+def takes_images(model_or_config) -> bool:
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, "takes_images", False))
+
+
 def steps_for(model) -> DecoderOnlySteps | EncoderDecoderSteps:
+    if takes_images(model):
+        return ImageToTextSteps()
     return EncoderDecoderSteps() if is_encoder_decoder(model) else DecoderOnlySteps()

@@ -233,14 +233,18 @@ class EncoderDecoder(nnx.Module):
         return out.replace(aux=aux, encoder_last_hidden_state=memory)
 
     def init_cache(self, batch: int, max_len: int, memory_len: int = 1):
-        """An empty decoding cache for `batch` rows: per decoder layer a KVCache of `max_len` slots
-        ("attention") and a MemoryCache for a memory of `memory_len` tokens ("cross_attention",
-        filled by the first `decode` given the memory, whose length then wins). A list per layer,
-        or with `scan_layers` one dict stacked on a leading [decoder_layers] axis."""
-        c = self.config
-        dtype = jnp.dtype(c.dtype)
-        caches = [{"attention": kv_cache.init_layer_cache(batch, max_len, c.num_heads, c.head_size, dtype),
-                   "cross_attention": kv_cache.init_memory_cache(batch, memory_len, c.num_heads,
-                                                                c.head_size, dtype)}
-                  for _ in range(c.decoder_layers)]
-        return jax.tree.map(lambda *a: jnp.stack(a), *caches) if c.scan_layers else caches
+        """An empty decoding cache for `batch` rows (see `init_decoder_cache`)."""
+        return init_decoder_cache(self.config, batch, max_len, memory_len)
+
+
+def init_decoder_cache(c: EncoderDecoderConfig, batch: int, max_len: int, memory_len: int = 1):
+    """An empty cache for the decoder stack of `c`: per decoder layer a KVCache of `max_len` slots
+    ("attention") and a MemoryCache for a memory of `memory_len` tokens ("cross_attention",
+    filled by the first `decode` given the memory, whose length then wins). A list per layer,
+    or with `scan_layers` one dict stacked on a leading [decoder_layers] axis."""
+    dtype = jnp.dtype(c.dtype)
+    caches = [{"attention": kv_cache.init_layer_cache(batch, max_len, c.num_heads, c.head_size, dtype),
+               "cross_attention": kv_cache.init_memory_cache(batch, memory_len, c.num_heads,
+                                                            c.head_size, dtype)}
+              for _ in range(c.decoder_layers)]
+    return jax.tree.map(lambda *a: jnp.stack(a), *caches) if c.scan_layers else caches

@@ -1,6 +1,7 @@
 """The built-in model families, registered with `jaxformer.models.registry` on import."""
 
-from jaxformer.models import costs, encoder_costs, encoder_decoder_costs
+from jaxformer.models import (costs, encoder_costs, encoder_decoder_costs,
+                              vision_encoder_decoder_costs)
 from jaxformer.models.clip import CLIP
 from jaxformer.models.clip_config import CLIPConfig
 from jaxformer.models.config import DecoderConfig
@@ -10,6 +11,8 @@ from jaxformer.models.encoder_config import EncoderConfig
 from jaxformer.models.encoder_decoder import EncoderDecoder
 from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
 from jaxformer.models.registry import Family, register_family
+from jaxformer.models.vision_encoder_decoder import VisionEncoderDecoder
+from jaxformer.models.vision_encoder_decoder_config import VisionEncoderDecoderConfig
 from jaxformer.models.vit import ViT
 from jaxformer.models.vit_config import ViTConfig
 from jaxformer.parallel.rules import declare_logical_axis
@@ -98,3 +101,12 @@ CLIP_FAMILY = register_family(Family(
     name="clip", config_class=CLIPConfig, model_class=CLIP, default_task="contrastive",
     description="CLIP: contrastive text and image towers (zero-shot classification)",
     sizes=clip_sizes))
+
+
+VISION_ENCODER_DECODER = register_family(Family(
+    name="vision_encoder_decoder", config_class=VisionEncoderDecoderConfig,
+    model_class=VisionEncoderDecoder, default_task="image_captioning",
+    description="image to text: a ViT encoder and a text decoder with cross-attention",
+    param_counts=vision_encoder_decoder_costs.vision_encoder_decoder_param_counts,
+    flops_parts=vision_encoder_decoder_costs.vision_encoder_decoder_flops_parts,
+    sizes=vision_encoder_decoder_costs.vision_encoder_decoder_sizes))
