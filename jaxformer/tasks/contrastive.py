@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.errors import ConfigError
-from jaxformer.tasks.base import Task, TaskConfig
+from jaxformer.tasks.base import TaskConfig
+from jaxformer.tasks.image_task import ImageTask
 from jaxformer.tasks.registry import register_task
 
 
@@ -51,7 +52,7 @@ def contrastive_sums(logits_per_text: jax.Array, weights: jax.Array):
 
 
 @register_task
-class Contrastive(Task):
+class Contrastive(ImageTask):
     name = "contrastive"
     config_class = ContrastiveConfig
 
@@ -102,34 +103,9 @@ class Contrastive(Task):
                 "tokens": jax.ShapeDtypeStruct((batch_size, length), np.int32),
                 "segment_ids": jax.ShapeDtypeStruct((batch_size, length), np.int32)}
 
-    def _captioned(self, batch: dict, rng) -> dict:
+    def with_targets(self, batch: dict, rng) -> dict:
         tokens, segment_ids = self.captions.encode(self.captions.for_labels(batch["labels"], rng))
         return {**batch, "tokens": tokens, "segment_ids": segment_ids}
-
-    def train_iterator(self, *, process_index: int, process_count: int):
-        from jaxformer.data.images import ImageBatch, endless
-        from jaxformer.data.sharding import ProcessShard
-
-        t = self.config.train
-        seed = int(np.random.SeedSequence([self.config.data.seed, t.seed]).generate_state(1)[0])
-        images = ImageBatch(self.train_data, self.transform, batch_size=t.batch_size, seed=seed,
-                            train=True, shard=ProcessShard(process_index, process_count))
-
-        def make_batch(index: int) -> dict:
-            return self._captioned(images(index), np.random.default_rng([seed, index, 2]))
-
-        return iter(endless(make_batch))
-
-    def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
-        from jaxformer.data.images import eval_image_batches
-        from jaxformer.data.sharding import ProcessShard
-
-        if not self.config.train.eval_batches:
-            return []
-        batches = eval_image_batches(self.val_data, self.transform,
-                                     batch_size=self.config.train.batch_size,
-                                     shard=ProcessShard(process_index, process_count))
-        return [self._captioned(b, None) for b in batches]
 
     def tokens_per_batch(self, batch_size: int) -> int:
         v = self.config.model.vision

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.errors import ConfigError
-from jaxformer.tasks.base import Task, TaskConfig
+from jaxformer.tasks.base import TaskConfig
+from jaxformer.tasks.image_task import ImageTask
 from jaxformer.tasks.losses import token_cross_entropy
 from jaxformer.tasks.registry import register_task
 
@@ -41,7 +42,7 @@ class ImageCaptioningConfig(TaskConfig):
 
 
 @register_task
-class ImageCaptioning(Task):
+class ImageCaptioning(ImageTask):
     name = "image_captioning"
     config_class = ImageCaptioningConfig
 
@@ -107,38 +108,12 @@ class ImageCaptioning(Task):
                 "targets": jax.ShapeDtypeStruct((batch_size, length), np.int32),
                 "loss_mask": jax.ShapeDtypeStruct((batch_size, length), np.float32)}
 
-    def _captioned(self, batch: dict, rng) -> dict:
+    def with_targets(self, batch: dict, rng) -> dict:
         """The batch with captions of its labels: decoder inputs [start, words] and targets
         [words, end of text], padding masked out of the loss."""
         tokens, segment_ids = self.captions.encode(self.captions.for_labels(batch["labels"], rng))
         return {**batch, "decoder_tokens": tokens[:, :-1], "targets": tokens[:, 1:],
                 "loss_mask": segment_ids[:, 1:].astype(np.float32)}
-
-    def train_iterator(self, *, process_index: int, process_count: int):
-        from jaxformer.data.images import ImageBatch, endless
-        from jaxformer.data.sharding import ProcessShard
-
-        t = self.config.train
-        seed = int(np.random.SeedSequence([self.config.data.seed, t.seed]).generate_state(1)[0])
-        images = ImageBatch(self.train_data, self.transform, batch_size=t.batch_size, seed=seed,
-                            train=True, shard=ProcessShard(process_index, process_count))
-
-        def make_batch(index: int) -> dict:
-            return self._captioned(images(index), np.random.default_rng([seed, index, 2]))
-
-        return iter(endless(make_batch))
-
-    def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
-        """The whole held-out split, each image with the first template's caption."""
-        from jaxformer.data.images import eval_image_batches
-        from jaxformer.data.sharding import ProcessShard
-
-        if not self.config.train.eval_batches:
-            return []
-        batches = eval_image_batches(self.val_data, self.transform,
-                                     batch_size=self.config.train.batch_size,
-                                     shard=ProcessShard(process_index, process_count))
-        return [self._captioned(b, None) for b in batches]
 
     def tokens_per_batch(self, batch_size: int) -> int:
         """Patches, [CLS] and caption positions of each row."""

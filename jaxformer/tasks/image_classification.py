@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.errors import ConfigError
-from jaxformer.tasks.base import Task, TaskConfig
+from jaxformer.tasks.base import TaskConfig
+from jaxformer.tasks.image_task import ImageTask
 from jaxformer.tasks.losses import token_cross_entropy
 from jaxformer.tasks.registry import register_task
 
@@ -50,7 +51,7 @@ def format_confusion(matrix: np.ndarray, names) -> str:
 
 
 @register_task
-class ImageClassification(Task):
+class ImageClassification(ImageTask):
     name = "image_classification"
     config_class = ImageClassificationConfig
 
@@ -95,27 +96,6 @@ class ImageClassification(Task):
                                                 m.num_channels), np.float32),
                 "labels": jax.ShapeDtypeStruct((batch_size,), np.int32),
                 "weights": jax.ShapeDtypeStruct((batch_size,), np.float32)}
-
-    def train_iterator(self, *, process_index: int, process_count: int):
-        from jaxformer.data.images import image_batches
-        from jaxformer.data.sharding import ProcessShard
-
-        t = self.config.train
-        seed = int(np.random.SeedSequence([self.config.data.seed, t.seed]).generate_state(1)[0])
-        return iter(image_batches(self.train_data, self.transform, batch_size=t.batch_size,
-                                  seed=seed, train=True,
-                                  shard=ProcessShard(process_index, process_count)))
-
-    def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
-        """The whole held-out split (every image once), or none when `train.eval_batches` is 0."""
-        from jaxformer.data.images import eval_image_batches
-        from jaxformer.data.sharding import ProcessShard
-
-        if not self.config.train.eval_batches:
-            return []
-        return eval_image_batches(self.val_data, self.transform,
-                                  batch_size=self.config.train.batch_size,
-                                  shard=ProcessShard(process_index, process_count))
 
     def tokens_per_batch(self, batch_size: int) -> int:
         """Patches and [CLS] of each image: the tokens the 6N FLOPs per token apply to."""
