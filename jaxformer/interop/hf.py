@@ -39,7 +39,7 @@ from jaxformer.interop.errors import (CheckpointError, MissingTensorError, Shape
                                       UnsupportedConfigError)
 from jaxformer.interop.tables import Tensor
 from jaxformer.models import abstract_model
-from jaxformer.models.config import DTYPES
+from jaxformer.models.validation import DTYPES
 
 __all__ = ["config_from_hf", "config_to_hf", "load", "load_params", "save"]
 

@@ -4,9 +4,8 @@ ViT) and the shared embedding space they are projected into."""
 import dataclasses
 import math
 
-from jaxformer.models.config import DTYPES, REMAT
 from jaxformer.models.vit_config import ViTConfig
-from jaxformer.nn.attention_ops import IMPLEMENTATIONS
+from jaxformer.models.validation import check_choice, check_compute
 from jaxformer.nn.feedforward import ACTIVATIONS
 
 
@@ -65,15 +64,8 @@ class CLIPConfig:
     remat: str = "none"
 
     def __post_init__(self):
-        def check(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
-
-        check("activation", tuple(ACTIVATIONS))
-        check("attention_impl", IMPLEMENTATIONS)
-        check("remat", REMAT)
-        check("dtype", DTYPES)
-        check("param_dtype", DTYPES)
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_compute(self)
         for section in ("text", "vision"):
             for field in dataclasses.fields(getattr(self, section)):
                 value = getattr(getattr(self, section), field.name)

@@ -2,17 +2,15 @@
 
 import dataclasses
 
-from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 from jaxformer.nn.moe import DISPATCHES, ROUTERS
 from jaxformer.nn.positions import RopeScaling
 from jaxformer.nn.sparse_attention import PATTERNS, SparsePattern, make_pattern
-from jaxformer.models.validation import check_choice, check_positive
+from jaxformer.models.validation import (check_choice, check_compute, check_fraction, check_heads,
+                                         check_positive)
 
 POSITIONS = ("learned", "rope", "sinusoidal", "alibi", "none")
 NORMS = ("layernorm", "rmsnorm")
-REMAT = ("none", "dots_saveable", "full")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,22 +77,16 @@ class DecoderConfig:
         check_choice(self, "norm", NORMS)
         check_choice(self, "norm_position", ("pre", "post"))
         check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
-        check_choice(self, "attention_impl", IMPLEMENTATIONS)
-        check_choice(self, "remat", REMAT)
-        check_choice(self, "dtype", DTYPES)
-        check_choice(self, "param_dtype", DTYPES)
+        check_compute(self)
         check_positive(self, "vocab_size", "vocab_pad_multiple", "d_model", "num_layers", "num_heads",
                        "max_seq_len")
         if self.num_heads % self.kv_heads:
             raise ValueError(f"model.num_kv_heads={self.num_kv_heads} must divide "
                              f"model.num_heads={self.num_heads}")
-        if self.head_dim is None and self.d_model % self.num_heads:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
-                             f"{self.num_heads}: set model.head_dim explicitly")
+        check_heads(self)
         if self.position == "rope" and self.head_size % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction(self, "dropout")
         if self.sparse_pattern is not None:
             check_choice(self, "sparse_pattern", PATTERNS[1:])
         try:

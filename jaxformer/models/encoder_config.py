@@ -2,10 +2,9 @@
 
 import dataclasses
 
-from jaxformer.models.config import DTYPES, REMAT
-from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
-from jaxformer.models.validation import check_choice, check_positive
+from jaxformer.models.validation import (check_choice, check_compute, check_fraction, check_heads,
+                                         check_positive)
 
 # What sits on top of the encoder, named after the HF class it matches:
 #   none                  BertModel (last hidden states and the pooled [CLS])
@@ -59,19 +58,11 @@ class EncoderConfig:
         check_choice(self, "head", HEADS)
         check_choice(self, "norm_position", ("pre", "post"))
         check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
-        check_choice(self, "attention_impl", IMPLEMENTATIONS)
-        check_choice(self, "remat", REMAT)
-        check_choice(self, "dtype", DTYPES)
-        check_choice(self, "param_dtype", DTYPES)
+        check_compute(self)
         check_positive(self, "vocab_size", "vocab_pad_multiple", "type_vocab_size", "d_model", "num_layers",
                        "num_heads", "mlp_dim", "max_seq_len", "num_labels")
-        if self.head_dim is None and self.d_model % self.num_heads:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
-                             f"{self.num_heads}: set model.head_dim explicitly")
-        for name in ("dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1), got {value}")
+        check_heads(self)
+        check_fraction(self, "dropout", "classifier_dropout")
 
     @property
     def padded_vocab_size(self) -> int:

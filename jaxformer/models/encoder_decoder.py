@@ -154,6 +154,20 @@ def _default_positions(tokens: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), (batch, time))
 
 
+def decoder_positions_and_segments(decoder_tokens: jax.Array, positions: jax.Array | None,
+                                   segment_ids: jax.Array | None, cache):
+    """The decoder's positions and segment ids where a caller left them out: 0, 1, ... (not
+    allowed with a cache, whose positions continue from what it holds) and, with a cache, one
+    segment for every token."""
+    if positions is None:
+        if cache is not None:
+            raise ValueError("decoding with a cache needs explicit decoder_positions")
+        positions = _default_positions(decoder_tokens)
+    if cache is not None and segment_ids is None:
+        segment_ids = jnp.ones(decoder_tokens.shape, jnp.int32)
+    return positions, segment_ids
+
+
 class EncoderDecoder(nnx.Module):
     def __init__(self, config: EncoderDecoderConfig, *, rngs: nnx.Rngs):
         c = self.config = config
@@ -194,12 +208,8 @@ class EncoderDecoder(nnx.Module):
         cache. Returns a ModelOutput: logits [batch, time, vocab] float32, cache, aux,
         last_hidden_state (the decoder's output)."""
         c = self.config
-        if decoder_positions is None:
-            if cache is not None:
-                raise ValueError("decoding with a cache needs explicit decoder_positions")
-            decoder_positions = _default_positions(decoder_tokens)
-        if cache is not None and decoder_segment_ids is None:
-            decoder_segment_ids = jnp.ones(decoder_tokens.shape, jnp.int32)
+        decoder_positions, decoder_segment_ids = decoder_positions_and_segments(
+            decoder_tokens, decoder_positions, decoder_segment_ids, cache)
         x, cache, aux = self.decoder(self._embed(decoder_tokens), decoder_positions,
                                      decoder_segment_ids, memory=memory,
                                      memory_segment_ids=memory_segment_ids, cache=cache,

@@ -4,10 +4,10 @@ v1.1), BART and Marian. The defaults are t5-small (T5 v1.0)."""
 import dataclasses
 from typing import ClassVar
 
-from jaxformer.models.config import DTYPES, NORMS, REMAT
-from jaxformer.nn.attention_ops import IMPLEMENTATIONS
+from jaxformer.models.config import NORMS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
-from jaxformer.models.validation import check_choice, check_positive
+from jaxformer.models.validation import (check_choice, check_compute, check_fraction, check_heads,
+                                         check_positive)
 
 # sinusoidal: the 2017 paper's table (sin and cos interleaved); sinusoidal_halves: sines then
 # cosines (Marian, fairseq); learned: a table per stack (BART, with `position_offset` 2);
@@ -74,17 +74,12 @@ class EncoderDecoderConfig:
         check_choice(self, "norm", NORMS)
         check_choice(self, "norm_position", ("pre", "post"))
         check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
-        check_choice(self, "attention_impl", IMPLEMENTATIONS)
-        check_choice(self, "remat", REMAT)
-        check_choice(self, "dtype", DTYPES)
-        check_choice(self, "param_dtype", DTYPES)
+        check_compute(self)
         check_choice(self, "init", INITS)
         check_positive(self, "vocab_size", "vocab_pad_multiple", "d_model", "encoder_layers",
                      "decoder_layers", "num_heads", "mlp_dim", "max_seq_len", "relative_buckets",
                        "relative_max_distance")
-        if self.head_dim is None and self.d_model % self.num_heads:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads="
-                             f"{self.num_heads}: set model.head_dim explicitly")
+        check_heads(self)
         if self.position.startswith("sinusoidal") and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even model.d_model, got {self.d_model}")
         if self.position == "relative" and self.relative_buckets < 4:
@@ -96,8 +91,7 @@ class EncoderDecoderConfig:
         if self.decoder_start_token_id < 0:
             raise ValueError(f"model.decoder_start_token_id must not be negative, got "
                              f"{self.decoder_start_token_id}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction(self, "dropout")
 
     @property
     def padded_vocab_size(self) -> int:

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.models.encoder_decoder import Stack, _default_positions, _inits, init_decoder_cache
+from jaxformer.models.encoder_decoder import (Stack, _inits, decoder_positions_and_segments,
+                                              init_decoder_cache)
 from jaxformer.models.output import ModelOutput
 from jaxformer.models.vision_encoder_decoder_config import VisionEncoderDecoderConfig
 from jaxformer.models.vit import ViT
@@ -65,12 +66,8 @@ class VisionEncoderDecoder(nnx.Module):
         None while decoding with a filled cache). decoder_positions are required with a cache.
         Returns a ModelOutput: logits [batch, time, vocab] float32, cache, aux, last_hidden_state."""
         c = self.text_config
-        if decoder_positions is None:
-            if cache is not None:
-                raise ValueError("decoding with a cache needs explicit decoder_positions")
-            decoder_positions = _default_positions(decoder_tokens)
-        if cache is not None and decoder_segment_ids is None:
-            decoder_segment_ids = jnp.ones(decoder_tokens.shape, jnp.int32)
+        decoder_positions, decoder_segment_ids = decoder_positions_and_segments(
+            decoder_tokens, decoder_positions, decoder_segment_ids, cache)
         # Every patch is real: no memory segment ids (no padding in the memory).
         x, cache, aux = self.decoder(self.embed(decoder_tokens), decoder_positions,
                                      decoder_segment_ids, memory=memory, cache=cache,

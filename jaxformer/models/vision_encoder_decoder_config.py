@@ -5,11 +5,10 @@ settings both parts share. The defaults are ViT-B/16 at 224 px and a GPT-2-small
 import dataclasses
 from typing import ClassVar
 
-from jaxformer.models.config import DTYPES, NORMS, REMAT
+from jaxformer.models.config import NORMS
 from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
-from jaxformer.models.validation import check_choice
+from jaxformer.models.validation import check_compute
 from jaxformer.models.vit_config import ViTConfig
-from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 
 
@@ -75,10 +74,7 @@ class VisionEncoderDecoderConfig:
     takes_images: ClassVar[bool] = True
 
     def __post_init__(self):
-        check_choice(self, "attention_impl", IMPLEMENTATIONS)
-        check_choice(self, "remat", REMAT)
-        check_choice(self, "dtype", DTYPES)
-        check_choice(self, "param_dtype", DTYPES)
+        check_compute(self)
         d = self.decoder
         for name, value, allowed in (
                 ("position", d.position, ("learned", "sinusoidal", "sinusoidal_halves")),

@@ -2,10 +2,8 @@
 
 import dataclasses
 
-from jaxformer.models.config import DTYPES, REMAT
-from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 from jaxformer.nn.feedforward import ACTIVATIONS
-from jaxformer.models.validation import check_choice, check_positive
+from jaxformer.models.validation import check_choice, check_compute, check_fraction, check_positive
 
 POOLER_ACTIVATIONS = ("tanh", "none")
 
@@ -50,10 +48,7 @@ class ViTConfig:
     def __post_init__(self):
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "pooler_act", POOLER_ACTIVATIONS)
-        check_choice(self, "attention_impl", IMPLEMENTATIONS)
-        check_choice(self, "remat", REMAT)
-        check_choice(self, "dtype", DTYPES)
-        check_choice(self, "param_dtype", DTYPES)
+        check_compute(self)
         check_positive(self, "image_size", "patch_size", "num_channels", "d_model", "num_layers",
                        "num_heads", "mlp_dim")
         if self.num_labels < 0:
@@ -64,8 +59,7 @@ class ViTConfig:
         if self.d_model % self.num_heads:
             raise ValueError(f"model.d_model={self.d_model} is not divisible by "
                              f"model.num_heads={self.num_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction(self, "dropout")
 
     @property
     def grid_size(self) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxformer.errors import ConfigError
 from jaxformer.tasks.base import TaskConfig
-from jaxformer.tasks.image_task import ImageTask
+from jaxformer.tasks.image_task import ImageTask, in_batches
 from jaxformer.tasks.registry import register_task
 
 
@@ -128,8 +128,7 @@ class Contrastive(ImageTask):
 
         tokens, segment_ids = (jnp.asarray(a) for a in self.captions.class_prompts())
         predict = jax.jit(lambda x: jnp.argmax(zero_shot_logits(model, x, tokens, segment_ids), -1))
-        return np.concatenate([np.asarray(predict(jnp.asarray(images[i:i + batch_size])))
-                               for i in range(0, len(images), batch_size)])
+        return in_batches(predict, images, batch_size)
 
     def report(self, model, say) -> dict:
         from jaxformer.tasks.image_classification import confusion_matrix, format_confusion

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxformer.errors import ConfigError
 from jaxformer.tasks.base import TaskConfig
-from jaxformer.tasks.image_task import ImageTask
+from jaxformer.tasks.image_task import ImageTask, in_batches
 from jaxformer.tasks.losses import token_cross_entropy
 from jaxformer.tasks.registry import register_task
 
@@ -115,8 +115,7 @@ class ImageClassification(ImageTask):
     def predict(self, model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Predicted labels of normalised images [n, h, w, c]."""
         forward = jax.jit(lambda x: jnp.argmax(model(x).logits, axis=-1))
-        return np.concatenate([np.asarray(forward(jnp.asarray(images[i:i + batch_size])))
-                               for i in range(0, len(images), batch_size)])
+        return in_batches(forward, images, batch_size)
 
     def report(self, model, say) -> dict:
         """Held-out accuracy and the confusion matrix (rows: true label)."""

@@ -6,9 +6,17 @@ then passes through `with_targets`, where a task adds what it learns from beside
 labels (the captions of the labels, for the tasks that have them).
 """
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.tasks.base import Task
+
+
+def in_batches(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """`fn` (a jitted function of a [rows, h, w, c] batch) over `images` in slices of
+    `batch_size`, its outputs concatenated on the host."""
+    return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size])))
+                           for i in range(0, len(images), batch_size)])
 
 
 class ImageTask(Task):
