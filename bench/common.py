@@ -21,9 +21,10 @@ def cpu_model() -> str:
 def machine_line() -> str:
     import jax
 
+    load = os.getloadavg()[0]
+    noisy = " (above the core count: timings are noisy)" if load > (os.cpu_count() or 1) else ""
     return (f"machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__} on "
-            f"{jax.devices()[0].device_kind} ({jax.default_backend()}), load average "
-            f"{os.getloadavg()[0]:.1f} (above the core count, timings are noisy)")
+            f"{jax.devices()[0].device_kind} ({jax.default_backend()}), load average {load:.1f}{noisy}")
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
@@ -34,3 +35,62 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[flo
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
+
+
+# The ceiling. A training step of a transformer is almost all matmul work, so no implementation
+# can run it faster than its matmul FLOPs divided by the fastest matmul rate this machine gives.
+# The benchmarks print that bound next to the reference's time: when the reference already runs
+# close to it, a goal of "N x the reference" can be beyond the hardware, whatever the code does.
+
+
+def matmul_peak(shapes: list[tuple[int, int, int]], repeats: int = 5) -> tuple[float, str]:
+    """The fastest float32 rate (FLOP/s) measured here for an [m, k] x [k, n] matmul of any of
+    `shapes`, by XLA and by PyTorch (median of `repeats` each), and which shape and library gave it.
+    An upper bound on the rate any step made of these matmuls can sustain on this machine."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    best, where = 0.0, ""
+    rng = np.random.default_rng(0)
+    for m, k, n in shapes:
+        a = rng.normal(size=(m, k)).astype(np.float32)
+        b = rng.normal(size=(k, n)).astype(np.float32)
+        ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+        matmul = jax.jit(jnp.matmul)
+        jax.block_until_ready(matmul(ja, jb))
+        ta @ tb  # warm-up
+        for library, fn in (("XLA", lambda: jax.block_until_ready(matmul(ja, jb))),
+                            ("PyTorch", lambda: ta @ tb)):
+            seconds, _ = median_time(fn, repeats)
+            rate = 2 * m * k * n / seconds
+            if rate > best:
+                best, where = rate, f"{library}, {m}x{k}x{n}"
+    return best, where
+
+
+def torch_matmul_flops(step: Callable[[], object]) -> int:
+    """The matmul FLOPs (forward and backward) of one call of `step`, counted by PyTorch's
+    FlopCounterMode: an independent count of the reference's work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def ceiling_line(flops: float, reference_seconds: float, peak: float, where: str,
+                 goal: float) -> str:
+    """What the matmul bound allows: the reference's share of the peak and the largest speed-up
+    over it that any implementation doing the same `flops` a step could reach."""
+    floor = flops / peak
+    ceiling = reference_seconds / floor
+    verdict = "within reach" if ceiling >= goal else "beyond this machine"
+    return (f"ceiling: {flops / 1e9:,.0f} GFLOP of matmuls a step at the best measured matmul rate "
+            f"({peak / 1e9:.0f} GFLOP/s, {where}) take at least {floor:.2f} s; the reference's "
+            f"{reference_seconds:.2f} s is {floor / reference_seconds:.0%} of that peak, so no "
+            f"implementation of the same work can be more than {ceiling:.2f}x faster "
+            f"(goal {goal}x: {verdict})")

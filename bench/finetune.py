@@ -8,7 +8,8 @@ parameters). Prints, for jaxformer full / jaxformer LoRA / HF + peft LoRA: train
 their share, optimizer state bytes, train-state bytes, XLA's compiled temporary bytes, step time
 and tokens/s (median of `--repeats` timings of `--steps` steps after a warm-up), and the goals:
 trainable <= 0.3% of all parameters, optimizer state in proportion, LoRA step time <= 0.8x full
-fine-tuning, LoRA tokens/s >= 1.3x HF + peft.
+fine-tuning, LoRA tokens/s >= 1.3x HF + peft; then the ceiling (HF + peft's matmul FLOPs at the
+fastest matmul rate measured: the most any implementation could gain; bench/common.py).
 
     python bench/finetune.py            (run it under the machine's CPU lock: flock /tmp/cpu.lock)
     python bench/finetune.py --qlora    (also QLoRA: the base stored NF4, adapters in bfloat16)
@@ -22,8 +23,8 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, median_time  # noqa: E402
-from train_throughput import batches  # noqa: E402
+from common import ceiling_line, machine_line, matmul_peak, median_time, torch_matmul_flops  # noqa: E402
+from train_throughput import batches, gpt2_matmul_shapes  # noqa: E402
 
 from jaxformer.config import load_config  # noqa: E402
 from jaxformer.tasks import make_task  # noqa: E402
@@ -116,13 +117,15 @@ def bench_hf_peft(args) -> dict:
 
     one(data[0])
     median, times = median_time(run, args.repeats)
+    matmul_flops = torch_matmul_flops(lambda: one(data[0]))
     count = sum(p.numel() for p in trainable)
     moments = sum(t.numel() * t.element_size() for s in optimizer.state.values()
                   for t in s.values() if torch.is_tensor(t) and t.dim() > 0)
     return {"trainable": count, "total": sum(p.numel() for p in model.parameters()),
             "optimizer_bytes": moments, "state_bytes": None, "temp_bytes": None,
             "step_s": median / args.steps,
-            "tokens_per_s": args.batch * args.seq * args.steps / median, "times": times}
+            "tokens_per_s": args.batch * args.seq * args.steps / median, "times": times,
+            "matmul_flops": matmul_flops}
 
 
 def row(name, r) -> str:
@@ -167,6 +170,8 @@ def main():
         speed = lora["tokens_per_s"] / hf["tokens_per_s"]
         print(f"LoRA tokens/s / HF + peft: {speed:.2f}x (goal >= 1.3x): "
               f"{'met' if speed >= 1.3 else 'NOT met'}")
+        print(ceiling_line(hf["matmul_flops"], hf["step_s"],
+                           *matmul_peak(gpt2_matmul_shapes(args.batch * args.seq)), goal=1.3))
     for name, r in results.items():
         print(f"{name}: runs {', '.join(f'{t:.2f}' for t in r['times'])} s for {args.steps} steps")
 

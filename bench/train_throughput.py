@@ -4,7 +4,8 @@ GPT-2 small shape (124M parameters), random weights, float32, batch 4 x 256 toke
 global-norm clipping at 1.0 and weight decay 0.1, no dropout, on the same machine in one run.
 Each side: a warm-up (compilation for jaxformer), then `--repeats` timings of `--steps` steps;
 prints the median tokens/s of each, their ratio, and model FLOPs utilisation (6N + 12 L d T FLOPs
-per token) against the float32 matmul peak measured in the same run.
+per token) against the float32 matmul peak measured in the same run, and the ceiling (HF's matmul
+FLOPs at the fastest matmul rate measured: the most any implementation could gain; bench/common.py).
 
     python bench/train_throughput.py
 Goal on the 2-core CPU: at least 1.3x HF's tokens/s.
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, median_time  # noqa: E402
+from common import ceiling_line, machine_line, matmul_peak, median_time, torch_matmul_flops  # noqa: E402
 
 from jaxformer.config import load_config  # noqa: E402
 from jaxformer.models.costs import flops_per_token  # noqa: E402
@@ -63,7 +64,13 @@ def bench_jaxformer(args) -> tuple[float, list[float], object]:
     return args.batch * args.seq * args.steps / median, times, config.model
 
 
-def bench_hf(args) -> tuple[float, list[float]]:
+def gpt2_matmul_shapes(tokens: int) -> list[tuple[int, int, int]]:
+    """GPT-2 small's matmuls at `tokens` rows: attention in and out, the MLP, the tied LM head."""
+    return [(tokens, 768, 2304), (tokens, 768, 768), (tokens, 768, 3072), (tokens, 3072, 768),
+            (tokens, 768, 50257), (2048, 2048, 2048)]
+
+
+def bench_hf(args) -> tuple[float, list[float], int]:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -91,7 +98,8 @@ def bench_hf(args) -> tuple[float, list[float]]:
 
     one(data[0])  # warm-up
     median, times = median_time(run, args.repeats)
-    return args.batch * args.seq * args.steps / median, times
+    return (args.batch * args.seq * args.steps / median, times,
+            torch_matmul_flops(lambda: one(data[0])))
 
 
 def main():
@@ -111,11 +119,13 @@ def main():
     print(f"jaxformer: {ours:.1f} tokens/s (runs: {', '.join(f'{t:.2f}' for t in our_times)} s "
           f"for {args.steps} steps){mfu}", flush=True)
     if not args.no_hf:
-        hf, hf_times = bench_hf(args)
+        hf, hf_times, matmul_flops = bench_hf(args)
         hf_mfu = f", MFU {hf * flops / peak:.1%}" if peak else ""
         print(f"HF transformers + torch AdamW: {hf:.1f} tokens/s (runs: "
               f"{', '.join(f'{t:.2f}' for t in hf_times)} s){hf_mfu}")
         print(f"ratio jaxformer / HF: {ours / hf:.2f}x (goal 1.3x)")
+        print(ceiling_line(matmul_flops, args.batch * args.seq / hf,
+                           *matmul_peak(gpt2_matmul_shapes(args.batch * args.seq)), goal=1.3))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ of 8 random 224 x 224 images with random labels, no dropout, on the same machine
 timed step is the cross-entropy loss and the gradient of every parameter (no optimizer update):
 for jaxformer a jitted `jax.value_and_grad`, for PyTorch `loss.backward()` after zeroing the
 gradients. Each side: a warm-up (compilation for jaxformer), then `--repeats` timings of `--steps`
-steps; prints the median images/s of each and their ratio.
+steps; prints the median images/s of each and their ratio, then the ceiling: HF's matmul FLOPs
+(PyTorch's FlopCounterMode) at the fastest matmul rate measured in the run bound how much faster
+any implementation of the same work could be (bench/common.py).
 
     python bench/vit.py
 Goal on the 2-core CPU: at least 1.3x HF's images/s.
@@ -22,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, median_time  # noqa: E402
+from common import ceiling_line, machine_line, matmul_peak, median_time, torch_matmul_flops  # noqa: E402
 
 from jaxformer import load_model_config  # noqa: E402
 from jaxformer.models import build_model  # noqa: E402
@@ -57,7 +59,7 @@ def bench_jaxformer(args) -> tuple[float, list[float]]:
     return args.batch * args.steps / median, times
 
 
-def bench_hf(args) -> tuple[float, list[float]]:
+def bench_hf(args) -> tuple[float, list[float], int]:
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -79,7 +81,7 @@ def bench_hf(args) -> tuple[float, list[float]]:
 
     one()  # warm-up
     median, times = median_time(run, args.repeats)
-    return args.batch * args.steps / median, times
+    return args.batch * args.steps / median, times, torch_matmul_flops(one)
 
 
 def main():
@@ -95,10 +97,14 @@ def main():
     print(f"jaxformer: {ours:.2f} images/s (runs: {', '.join(f'{t:.2f}' for t in our_times)} s "
           f"for {args.steps} steps of {args.batch} images)", flush=True)
     if not args.no_hf:
-        hf, hf_times = bench_hf(args)
+        hf, hf_times, flops = bench_hf(args)
         print(f"HF transformers (PyTorch {__import__('torch').__version__}): {hf:.2f} images/s "
               f"(runs: {', '.join(f'{t:.2f}' for t in hf_times)} s)")
         print(f"ratio jaxformer / HF: {ours / hf:.2f}x (goal 1.3x)")
+        tokens = args.batch * (1 + (224 // 16) ** 2)
+        peak, where = matmul_peak([(tokens, 768, 768), (tokens, 768, 3072), (tokens, 3072, 768),
+                                   (2048, 2048, 2048)])
+        print(ceiling_line(flops, args.batch / hf, peak, where, goal=1.3))
 
 
 if __name__ == "__main__":
