@@ -10,9 +10,10 @@ from jaxformer import models
 from jaxformer.models import *  # noqa: F403 -- every family's config and module, the registry
 
 __version__ = "0.1.0"
-__all__ = ["interop", "count_params", "load_model_config", "quantize", *models.__all__]
+__all__ = ["interop", "hf", "count_params", "load_model_config", "quantize", *models.__all__]
 
 _LAZY = {"interop": ("jaxformer.interop", None),
+         "hf": ("jaxformer.interop.hf", None),  # `from jaxformer import hf; hf.load(...)`
          "count_params": ("jaxformer.presets", "count_params"),
          "load_model_config": ("jaxformer.presets", "load_model_config"),
          "quantize": ("jaxformer.quantization", "quantize")}

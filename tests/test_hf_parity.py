@@ -123,6 +123,16 @@ def test_logits_match_hf(checkpoints, case):
     assert count_params(config) == n_hf
 
 
+def test_top_level_hf_loads_the_same_model(checkpoints):
+    """`from jaxformer import hf` (as the issues write `hf.load`) is the importer itself."""
+    from jaxformer import hf as top_level_hf
+
+    hf_model, path = checkpoints["gpt2-tied"]
+    _, model = top_level_hf.load(path)
+    tokens = random_tokens(1, 7)
+    np.testing.assert_allclose(forward(model, tokens), hf_logits(hf_model, tokens), atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("case", ["gpt2-tied", "llama-gqa"])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padding_matches_hf_attention_mask(checkpoints, case, side):
