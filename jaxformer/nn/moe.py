@@ -12,7 +12,7 @@ Two ways to send tokens to experts (`dispatch`):
   choices are served before second choices, earlier tokens before later ones. Tokens past
   capacity are dropped: the sublayer adds nothing for them and the residual carries them through.
   capacity_factor applies while training (a dropout key in the context), eval_capacity_factor
-  otherwise (Switch: 1.25 and 2.0). Experts run as one batched matmul over [E, C, d].
+  otherwise (Switch: 1.25 and 2.0). Each expert runs on its [rows * C, d] buffer as plain matmuls.
 - "dropless" (MegaBlocks, Gale et al. 2022; Mixtral): tokens sorted by expert and one grouped
   matmul (`jax.lax.ragged_dot`) per projection; no token is dropped.
 

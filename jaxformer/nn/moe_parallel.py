@@ -3,7 +3,7 @@
 Inside `jax.shard_map` over the whole mesh, each device routes its own tokens (the batch is split
 over data, fsdp and expert; the sequence over context), then:
 
-- capacity dispatch: per-expert buffers [rows, E, C, d] go to the devices that own the experts
+- capacity dispatch: per-expert buffers [E, rows, C, d] go to the devices that own the experts
   with one `all_to_all` over `expert`, come back with another (GShard's dispatch);
 - dropless dispatch: the tokens of the devices along `expert` are gathered (`all_gather`), each
   device runs its own experts on the assignments that chose them (one grouped matmul), and the
