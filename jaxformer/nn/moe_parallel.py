@@ -3,7 +3,7 @@
 Inside `jax.shard_map` over the whole mesh, each device routes its own tokens (the batch is split
 over data, fsdp and expert; the sequence over context), then:
 
-- capacity dispatch: per-expert buffers [rows, E, C, d] go to the devices that own the experts
+- capacity dispatch: per-expert buffers [E, rows, C, d] go to the devices that own the experts
   with one `all_to_all` over `expert`, come back with another (GShard's dispatch);
 - dropless dispatch: the tokens of the devices along `expert` are gathered (`all_gather`), each
   device runs its own experts on the assignments that chose them (one grouped matmul), and the
@@ -93,11 +93,10 @@ def _capacity(moe, w, x, token_mask, experts, weights, training):
     capacity = moe.capacity(x.shape[1], training)
     slot, keep = moe_lib.capacity_positions(moe, experts, token_mask, capacity)
     buffer = moe_lib.dispatch_capacity(moe, x.astype(moe.dtype), experts, keep, slot, capacity)
-    # [rows, E, C, d] -> [ep * rows, E / ep, C, d]: every device's tokens for my experts
-    buffer = jax.lax.all_to_all(buffer, EXPERT_AXIS, split_axis=1, concat_axis=0, tiled=True)
-    y_buffer = moe_lib.expert_ffn(moe, w, buffer, lambda h, kernel: jnp.einsum(
-        "beci,eio->beco", h, kernel, preferred_element_type=jnp.float32).astype(moe.dtype))
-    y_buffer = jax.lax.all_to_all(y_buffer, EXPERT_AXIS, split_axis=0, concat_axis=1, tiled=True)
+    # [E, rows, C, d] -> [E / ep, ep * rows, C, d]: every device's tokens for my experts
+    buffer = jax.lax.all_to_all(buffer, EXPERT_AXIS, split_axis=0, concat_axis=1, tiled=True)
+    y_buffer = moe_lib.capacity_experts(moe, w, buffer)
+    y_buffer = jax.lax.all_to_all(y_buffer, EXPERT_AXIS, split_axis=1, concat_axis=0, tiled=True)
     dropped = jnp.sum((~keep) & token_mask[..., None]).astype(jnp.float32)
     return moe_lib.combine_capacity(y_buffer, experts, keep, slot, weights), dropped
 
