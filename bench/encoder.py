@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, matmul_peak  # noqa: E402
 
 BATCH, SEQ, PREDICTIONS = 8, 128, 20
 
@@ -166,6 +166,17 @@ def main() -> None:
         print(f"  {name:38s} {median:6.2f} s/step  {tokens_per_s:7.0f} tokens/s  "
               f"x{hf_median / median:4.2f} HF  MFU {mfu:5.1%}  "
               f"(min {min(values):.2f}, max {max(values):.2f})")
+    # The ceiling: jaxformer's work (head at the masked positions) at the fastest matmul rate
+    # measured on BERT's own product shapes bounds how far above HF any implementation could go.
+    best, where = matmul_peak([(BATCH * SEQ, 768, 768), (BATCH * SEQ, 768, 3072),
+                               (BATCH * SEQ, 3072, 768), (BATCH * PREDICTIONS, 768, 30522),
+                               (2048, 2048, 2048)])
+    least = flops["jaxformer, head at masked positions"] / best
+    print(f"ceiling: jaxformer's step (head at the masked positions) is "
+          f"{flops['jaxformer, head at masked positions'] / 1e9:,.0f} GFLOP of matmuls; at the "
+          f"fastest matmul rate measured ({best / 1e9:.0f} GFLOP/s, {where}) it takes at least "
+          f"{least:.2f} s against HF's {hf_median:.2f} s, so at most {hf_median / least:.2f}x HF "
+          f"(goal 1.3x)")
 
 
 if __name__ == "__main__":
