@@ -46,7 +46,8 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[flo
 def matmul_peak(shapes: list[tuple[int, int, int]], repeats: int = 5) -> tuple[float, str]:
     """The fastest float32 rate (FLOP/s) measured here for an [m, k] x [k, n] matmul of any of
     `shapes`, by XLA and by PyTorch (median of `repeats` each), and which shape and library gave it.
-    An upper bound on the rate any step made of these matmuls can sustain on this machine."""
+    Taken as the most any step made of these matmuls can sustain on this machine: a measured
+    best, not a vendor figure (an upper bound up to timing noise)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
