@@ -83,15 +83,16 @@ def torch_matmul_flops(step: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def ceiling_line(flops: float, reference_seconds: float, peak: float, where: str,
-                 goal: float) -> str:
-    """What the matmul bound allows: the reference's share of the peak and the largest speed-up
-    over it that any implementation doing the same `flops` a step could reach."""
+def ceiling_line(flops: float, reference_seconds: float, peak: float, where: str, goal: float,
+                 work: str = "the reference's step") -> str:
+    """What the matmul bound allows: `flops` of matmuls a step (`work`) at the fastest rate
+    measured take at least flops / peak seconds, so doing that work cannot beat the reference's
+    `reference_seconds` a step by more than their ratio. With the reference's own work, the bound
+    over its time is also the share of the peak the reference reaches."""
     floor = flops / peak
     ceiling = reference_seconds / floor
     verdict = "within reach" if ceiling >= goal else "beyond this machine"
-    return (f"ceiling: {flops / 1e9:,.0f} GFLOP of matmuls a step at the best measured matmul rate "
-            f"({peak / 1e9:.0f} GFLOP/s, {where}) take at least {floor:.2f} s; the reference's "
-            f"{reference_seconds:.2f} s is {floor / reference_seconds:.0%} of that peak, so no "
-            f"implementation of the same work can be more than {ceiling:.2f}x faster "
-            f"(goal {goal}x: {verdict})")
+    return (f"ceiling: {work} is {flops / 1e9:,.0f} GFLOP of matmuls, at the best measured matmul "
+            f"rate ({peak / 1e9:.0f} GFLOP/s, {where}) at least {floor:.2f} s, against the "
+            f"reference's {reference_seconds:.2f} s ({floor / reference_seconds:.0%}): at most "
+            f"{ceiling:.2f}x the reference's speed (goal {goal}x: {verdict})")

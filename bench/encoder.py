@@ -15,8 +15,9 @@ step = the loss's gradient with respect to every parameter, no optimizer update.
 
 The rounds alternate the three so the machine's state affects each alike; the median step time
 of each is reported with tokens/s, the ratio to HF, and MFU against the float32 matmul peak
-measured here, the better of XLA's and PyTorch's 2048^3 matmul (FLOPs: 2 x multiply-adds forward,
-twice that backward, of the matmuls each variant actually runs). Prints the CPU model; run it under the CPU lock, on a quiet machine.
+measured here, the fastest matmul on BERT's product shapes and a 2048-cube by XLA or PyTorch
+(FLOPs: 2 x multiply-adds forward, twice that backward, of the matmuls each variant actually
+runs), then the ceiling that peak puts on the gathered variant (bench/common.py). Prints the CPU model; run it under the CPU lock, on a quiet machine.
 """
 
 import argparse
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, matmul_peak  # noqa: E402
+from common import ceiling_line, machine_line, matmul_peak  # noqa: E402
 
 BATCH, SEQ, PREDICTIONS = 8, 128, 20
 
@@ -109,16 +110,6 @@ def jax_step(gather: bool):
     return step
 
 
-def torch_matmul_peak(size: int = 2048, repeats: int = 4) -> float:
-    """Best float32 FLOP/s of a size x size matmul in PyTorch (its BLAS): on some CPUs XLA's own
-    matmul reaches well under the machine's peak, and MFU against it would exceed 100%."""
-    import torch
-
-    a = torch.ones(size, size)
-    a @ a
-    return 2.0 * size**3 / min(timed(lambda: a @ a) for _ in range(repeats))
-
-
 def timed(step) -> float:
     start = time.perf_counter()
     step()
@@ -133,15 +124,16 @@ def main() -> None:
 
     import torch
 
-    from jaxformer.train.metrics import measured_cpu_peak
-
     threads = os.cpu_count()
     torch.set_num_threads(threads)
     print(f"{machine_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    xla_peak, torch_peak = measured_cpu_peak(), torch_matmul_peak()
-    peak = max(xla_peak, torch_peak)
-    print(f"float32 matmul peak (2048^3, best of 4, measured): XLA {xla_peak / 1e9:.0f} GFLOP/s, "
-          f"PyTorch {torch_peak / 1e9:.0f} GFLOP/s; MFU below is against the higher")
+    # One measured peak serves the MFU column and the ceiling: the fastest float32 matmul on
+    # BERT's own product shapes and a 2048-cube, XLA or PyTorch.
+    peak, where = matmul_peak([(BATCH * SEQ, 768, 768), (BATCH * SEQ, 768, 3072),
+                               (BATCH * SEQ, 3072, 768), (BATCH * PREDICTIONS, 768, 30522),
+                               (2048, 2048, 2048)])
+    print(f"float32 matmul peak (best measured, median of 5): {peak / 1e9:.0f} GFLOP/s ({where}); "
+          f"MFU below is against it")
     steps = {"HF BertForMaskedLM (PyTorch)": hf_step(),
              "jaxformer, head at masked positions": jax_step(gather=True),
              "jaxformer, head at all positions": jax_step(gather=False)}
@@ -166,17 +158,8 @@ def main() -> None:
         print(f"  {name:38s} {median:6.2f} s/step  {tokens_per_s:7.0f} tokens/s  "
               f"x{hf_median / median:4.2f} HF  MFU {mfu:5.1%}  "
               f"(min {min(values):.2f}, max {max(values):.2f})")
-    # The ceiling: jaxformer's work (head at the masked positions) at the fastest matmul rate
-    # measured on BERT's own product shapes bounds how far above HF any implementation could go.
-    best, where = matmul_peak([(BATCH * SEQ, 768, 768), (BATCH * SEQ, 768, 3072),
-                               (BATCH * SEQ, 3072, 768), (BATCH * PREDICTIONS, 768, 30522),
-                               (2048, 2048, 2048)])
-    least = flops["jaxformer, head at masked positions"] / best
-    print(f"ceiling: jaxformer's step (head at the masked positions) is "
-          f"{flops['jaxformer, head at masked positions'] / 1e9:,.0f} GFLOP of matmuls; at the "
-          f"fastest matmul rate measured ({best / 1e9:.0f} GFLOP/s, {where}) it takes at least "
-          f"{least:.2f} s against HF's {hf_median:.2f} s, so at most {hf_median / least:.2f}x HF "
-          f"(goal 1.3x)")
+    print(ceiling_line(flops["jaxformer, head at masked positions"], hf_median, peak, where,
+                       goal=1.3, work="jaxformer's step (head at the masked positions)"))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from common import ceiling_line, machine_line, matmul_peak, median_time, torch_m
 from jaxformer.config import load_config  # noqa: E402
 from jaxformer.models.costs import flops_per_token  # noqa: E402
 from jaxformer.tasks import make_task  # noqa: E402
-from jaxformer.train.metrics import measured_cpu_peak  # noqa: E402
 from jaxformer.train.optimizer import make_optimizer  # noqa: E402
 from jaxformer.train.state import create_state, model_graphdef  # noqa: E402
 from jaxformer.train.step import make_train_step  # noqa: E402
@@ -112,7 +111,9 @@ def main():
     args = parser.parse_args()
 
     print(machine_line())
-    peak = measured_cpu_peak() if jax.default_backend() == "cpu" else None
+    # One measured CPU peak serves the MFU figures and the ceiling (bench/common.py matmul_peak).
+    peak, where = (matmul_peak(gpt2_matmul_shapes(args.batch * args.seq))
+                   if jax.default_backend() == "cpu" else (None, ""))
     ours, our_times, model_config = bench_jaxformer(args)
     flops = flops_per_token(model_config, args.seq)
     mfu = f", MFU {ours * flops / peak:.1%} of the measured {peak / 1e9:.0f} GFLOP/s" if peak else ""
@@ -124,8 +125,8 @@ def main():
         print(f"HF transformers + torch AdamW: {hf:.1f} tokens/s (runs: "
               f"{', '.join(f'{t:.2f}' for t in hf_times)} s){hf_mfu}")
         print(f"ratio jaxformer / HF: {ours / hf:.2f}x (goal 1.3x)")
-        print(ceiling_line(matmul_flops, args.batch * args.seq / hf,
-                           *matmul_peak(gpt2_matmul_shapes(args.batch * args.seq)), goal=1.3))
+        if peak:
+            print(ceiling_line(matmul_flops, args.batch * args.seq / hf, peak, where, goal=1.3))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,15 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 
 def pytest_configure(config):
-    # The controller (or a run without xdist) makes the directory before any worker starts, so the
-    # workers and their subprocesses find it in the environment when they import jax.
+    # The controller (or a run without xdist) makes the directory before any worker starts; the
+    # workers and their subprocesses read both settings from the environment when they import
+    # jax. This process imported jax above, so it is told directly.
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         config.xla_cache = tempfile.mkdtemp(prefix="jaxformer-tests-xla-cache-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config.xla_cache
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+        jax.config.update("jax_compilation_cache_dir", config.xla_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def pytest_unconfigure(config):

@@ -147,7 +147,7 @@ def route(moe: MoE, router_kernel, x, token_mask):
 
 def expert_ffn(moe: MoE, w: dict, h_in, matmul):
     """The experts' FFN on grouped inputs; `matmul(x, kernel)` says how inputs meet kernels
-    (a batched einsum over [E, C, d] or a ragged_dot over sorted rows)."""
+    (one expert's rows through plain matmuls, or a ragged_dot over sorted rows)."""
     act = ACTIVATIONS[moe.activation]
     dt = moe.dtype
     up = matmul(h_in, w["up"].astype(dt))
@@ -188,11 +188,11 @@ def capacity_experts(moe: MoE, w: dict, buffer):
     one batched einsum over [E, b, C, d], which XLA runs as Eigen batched dots with transposing
     copies around them (README, mixture of experts: the profile)."""
     e, b, c, d = buffer.shape
-    rows = jnp.split(buffer.reshape(e, b * c, d), e, axis=0)
-    kernels = {name: jnp.split(kernel, e, axis=0) for name, kernel in w.items() if name != "router"}
-    dot = lambda h, kernel: jnp.dot(h, kernel.astype(moe.dtype),  # noqa: E731
-                                    preferred_element_type=jnp.float32).astype(moe.dtype)
-    out = [expert_ffn(moe, {name: k[i][0] for name, k in kernels.items()}, rows[i][0], dot)
+    rows = buffer.reshape(e, b * c, d)
+    kernels = {name: kernel for name, kernel in w.items() if name != "router"}
+    dot = lambda h, kernel: jnp.dot(  # noqa: E731
+        h, kernel, preferred_element_type=jnp.float32).astype(moe.dtype)
+    out = [expert_ffn(moe, {name: kernel[i] for name, kernel in kernels.items()}, rows[i], dot)
            for i in range(e)]
     return jnp.stack(out).reshape(e, b, c, -1)
 
