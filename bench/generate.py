@@ -31,7 +31,7 @@ from jaxformer.generate import decode, make_settings
 from jaxformer.generate.precision import with_weights_dtype
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_model  # noqa: E402
+from common import machine_line  # noqa: E402
 
 
 def weight_bytes(model) -> int:
@@ -130,9 +130,7 @@ def main():
     if args.weights:
         model = with_weights_dtype(model, args.weights)
     nbytes = weight_bytes(model)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; {jax.devices()[0].device_kind} "
-          f"({jax.default_backend()}), load average {os.getloadavg()[0]:.1f} (above the core "
-          f"count, timings are noisy)", flush=True)
+    print(machine_line(), flush=True)
     bandwidth = args.bandwidth_gbs or measured_bandwidth()
     cap = bandwidth * 1e9 / nbytes
     print(f"model: {args.model}, weights {args.weights or args.dtype}, {nbytes / 1e9:.3f} GB read "

@@ -12,20 +12,15 @@ Target on the 2-core CPU: at least 2x HF's tokens/s in every row.
 
 import argparse
 import os
-import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return "unknown CPU"
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_model  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
