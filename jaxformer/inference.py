@@ -9,14 +9,12 @@ padded to the longest with segment id 0. `model` is an `Encoder` with the matchi
 `tokenizer` a `WordPieceTokenizer`.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxformer.errors import UserError
+from jaxformer.tasks.encoder_common import compiled_forward
 
 
 def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None = None, *,
@@ -40,16 +38,10 @@ def _require_head(model, heads: tuple[str, ...], what: str) -> None:
                         f"a {model.config.family} model" + (f" with head {head!r}" if head else ""))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, inputs: dict):
-    return nnx.merge(graphdef, state)(**inputs)
-
-
 def _run(model, batch: dict):
-    """The model on `batch`, compiled (once per model structure and input shape): run op by op,
-    a small encoder's forward spent seconds compiling each operation on its own."""
-    graphdef, state = nnx.split(model)
-    return _forward(graphdef, state, {k: jnp.asarray(v) for k, v in batch.items()})
+    """The model on `batch`, compiled: run op by op, a small encoder's forward spent seconds
+    compiling each operation on its own."""
+    return compiled_forward(model)({k: jnp.asarray(v) for k, v in batch.items()})
 
 
 def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:

@@ -1,6 +1,7 @@
 """What the encoder tasks share: checks, the WordPiece tokenizer of a run, a compiled forward."""
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -61,11 +62,16 @@ def with_vocab_size(config, tokenizer, say):
     return dataclasses.replace(config, model=config.model.replace(vocab_size=tokenizer.vocab_size))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, inputs: dict):
+    return nnx.merge(graphdef, state)(**inputs)
+
+
 def compiled_forward(model):
-    """inputs dict -> ModelOutput, jit-compiled over the model's split state (evaluation mode)."""
+    """inputs dict -> ModelOutput, jit-compiled over the model's split state (evaluation mode).
+    One compiled program per model structure and input shapes, kept across calls."""
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, inputs: nnx.merge(graphdef, state)(**inputs))
-    return lambda inputs: forward(state, inputs)
+    return lambda inputs: _forward(graphdef, state, inputs)
 
 
 def check_split(examples: list, split: str, what: str) -> None:
