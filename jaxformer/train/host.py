@@ -6,6 +6,13 @@ in: `bench/malloc.py` measured 94 ms a step of the Shakespeare CPU preset on the
 without these settings and 61 ms with them. Keeping freed memory in the process fixes it; glibc
 reads these settings only at start-up, so the `jaxformer train` command restarts itself once with
 them set.
+
+The thresholds cannot keep every block: XLA runs a step on a worker thread, whose glibc arena
+grows in heaps of at most 64 MiB, so a step whose temporaries exceed 64 MiB (the MoE Shakespeare
+preset's 81 MB, any BERT-base or GPT-2-small step) still gets a fresh mmap every step, 4 KiB
+page by 4 KiB page (19,750 page faults a step for that MoE). glibc's `hugetlb` tunable (2.35 and
+later; older versions ignore it) backs malloc's memory with transparent huge pages, so such a
+block faults in 2 MiB at a time: `bench/malloc.py` shows what each setting is worth.
 """
 
 import os
@@ -16,6 +23,7 @@ MALLOC_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(1 << 32),  # and do not give freed memory back each step
     "MALLOC_TOP_PAD_": str(1 << 29),  # grow the heap in large steps
 }
+HUGE_PAGES = "glibc.malloc.hugetlb=1"  # madvise(MADV_HUGEPAGE) on malloc's memory
 OPT_OUT = "JAXFORMER_KEEP_MALLOC"  # set to 1 to leave the allocator alone
 
 
@@ -24,12 +32,24 @@ def restart_with_malloc_settings(*, script: bool = False) -> None:
     `script`, any script's main program) on Linux and the settings are missing. Returns, doing
     nothing, otherwise: inside another program, a test, or when $JAXFORMER_KEEP_MALLOC is set."""
     if (not sys.platform.startswith("linux") or os.environ.get(OPT_OUT)
-            or all(os.environ.get(k) for k in MALLOC_ENV) or not (script or _launched_as_cli())):
+            or not (script or _launched_as_cli())):
         return
-    env = {**os.environ, **{k: os.environ.get(k) or v for k, v in MALLOC_ENV.items()}}
+    env = malloc_env(os.environ)
+    if env == dict(os.environ):
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, list(sys.orig_argv), env)
+
+
+def malloc_env(environ) -> dict:
+    """`environ` with MALLOC_ENV and the huge-page tunable added; values the user set are kept
+    (an existing GLIBC_TUNABLES gets the tunable appended unless it sets hugetlb itself)."""
+    env = {**environ, **{k: environ.get(k) or v for k, v in MALLOC_ENV.items()}}
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb=" not in tunables:
+        env["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES
+    return env
 
 
 def _launched_as_cli() -> bool:
