@@ -170,16 +170,16 @@ def capacity_positions(moe: MoE, experts, token_mask, capacity: int):
 
 def dispatch_capacity(moe: MoE, x, experts, keep, slot, capacity: int):
     """Tokens into per-expert buffers [E, b, C, d], expert-major so that each expert's tokens are
-    one contiguous [b * C, d] matrix (capacity_experts); dropped ones go to a spare slot C.
-    A scatter-add, not a set: the kept slots are distinct, so it is the same buffer, and its
-    gradient is one gather (a set's JVP scatters token ids as well to find which write wins)."""
+    one contiguous [b * C, d] matrix (capacity_experts). Dropped assignments point one past the
+    last slot, and the scatter drops out-of-range writes. A scatter-add, not a set: the kept
+    slots are distinct, so it is the same buffer, and its gradient is one gather (a set's JVP
+    scatters token ids as well to find which write wins)."""
     b, t, k = experts.shape
     slot = jnp.where(keep, slot, capacity)
     rows = jnp.broadcast_to(jnp.arange(b)[:, None, None], experts.shape)
-    buffer = jnp.zeros((moe.num_experts, b, capacity + 1, x.shape[-1]), x.dtype)
+    buffer = jnp.zeros((moe.num_experts, b, capacity, x.shape[-1]), x.dtype)
     tokens = jnp.broadcast_to(x[:, :, None, :], (b, t, k, x.shape[-1]))
-    buffer = buffer.at[experts, rows, slot].add(tokens)
-    return buffer[:, :, :capacity]
+    return buffer.at[experts, rows, slot].add(tokens, mode="drop")
 
 
 def capacity_experts(moe: MoE, w: dict, buffer):
@@ -188,8 +188,11 @@ def capacity_experts(moe: MoE, w: dict, buffer):
     one batched einsum over [E, b, C, d], which XLA runs as Eigen batched dots with transposing
     copies around them (README, mixture of experts: the profile)."""
     e, b, c, d = buffer.shape
-    rows = buffer.reshape(e, b * c, d)
-    kernels = {name: kernel for name, kernel in w.items() if name != "router"}
+    # jnp.split, not indexing: the derivative of E slices is E zero-padded copies of the whole
+    # array added up, the derivative of a split one concatenation.
+    unstack = lambda a: [part[0] for part in jnp.split(a, e)]  # noqa: E731
+    rows = unstack(buffer.reshape(e, b * c, d))
+    kernels = {name: unstack(kernel) for name, kernel in w.items() if name != "router"}
     dot = lambda h, kernel: jnp.dot(  # noqa: E731
         h, kernel, preferred_element_type=jnp.float32).astype(moe.dtype)
     out = [expert_ffn(moe, {name: kernel[i] for name, kernel in kernels.items()}, rows[i], dot)
@@ -198,12 +201,14 @@ def capacity_experts(moe: MoE, w: dict, buffer):
 
 
 def combine_capacity(y_buffer, experts, keep, slot, weights):
-    """Expert outputs [E, b, C, d] back to tokens, weighted; dropped assignments add nothing."""
-    b = experts.shape[0]
+    """Expert outputs [E, b, C, d] back to tokens, weighted; dropped assignments add nothing.
+    The weighted sum over the k choices is written out elementwise: as an einsum its gradient
+    transposes the gathered [b, t, k, d] outputs."""
+    b, t, k = experts.shape
     rows = jnp.broadcast_to(jnp.arange(b)[:, None, None], experts.shape)
     picked = y_buffer[experts, rows, jnp.where(keep, slot, 0)]  # [b, t, k, d]
     w = jnp.where(keep, weights, 0.0).astype(picked.dtype)
-    return jnp.einsum("btkd,btk->btd", picked, w)
+    return sum(picked[:, :, i] * w[:, :, i, None] for i in range(k))
 
 
 def dropless_experts(moe: MoE, w: dict, x_rows, experts, weights, valid, first_expert: int = 0):
