@@ -27,6 +27,18 @@ def machine_line() -> str:
             f"{jax.devices()[0].device_kind} ({jax.default_backend()}), load average {load:.1f}{noisy}")
 
 
+def same_allocator() -> str:
+    """Restart this script once with the glibc allocator settings `jaxformer train` uses
+    (jaxformer/train/host.py), so both libraries of a comparison run under them in one process;
+    returns a line naming them. $JAXFORMER_KEEP_MALLOC=1 leaves the allocator alone."""
+    from jaxformer.train.host import MALLOC_ENV, restart_with_malloc_settings
+
+    restart_with_malloc_settings(script=True)
+    names = [*MALLOC_ENV, "GLIBC_TUNABLES"]
+    shown = ", ".join(f"{k}={os.environ[k]}" for k in names if k in os.environ)
+    return f"allocator (both sides): {shown or 'glibc defaults'}"
+
+
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     """(median seconds, every run's seconds) of `fn()` over `repeats` runs."""
     times = []

@@ -13,7 +13,8 @@ step = the loss's gradient with respect to every parameter, no optimizer update.
   the 20 masked positions only, as Google's BERT pretraining code does.
 - jaxformer "all positions": the head at every position, the same work as HF.
 
-The rounds alternate the three so the machine's state affects each alike; the median step time
+The rounds alternate the three so the machine's drift affects each alike, each timed step
+after an untimed one of its own; the median step time
 of each is reported with tokens/s, the ratio to HF, and MFU against the float32 matmul peak
 measured here, the fastest matmul on BERT's product shapes and a 2048-cube by XLA or PyTorch
 (FLOPs: 2 x multiply-adds forward, twice that backward, of the matmuls each variant actually
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ceiling_line, machine_line, matmul_peak  # noqa: E402
+from common import ceiling_line, machine_line, matmul_peak, same_allocator  # noqa: E402
 
 BATCH, SEQ, PREDICTIONS = 8, 128, 20
 
@@ -121,12 +122,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
+    allocator = same_allocator()  # restarts once: glibc reads the settings at start-up
 
     import torch
 
     threads = os.cpu_count()
     torch.set_num_threads(threads)
     print(f"{machine_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(allocator)
     # One measured peak serves the MFU column and the ceiling: the fastest float32 matmul on
     # BERT's own product shapes and a 2048-cube, XLA or PyTorch.
     peak, where = matmul_peak([(BATCH * SEQ, 768, 768), (BATCH * SEQ, 768, 3072),
@@ -146,6 +149,10 @@ def main() -> None:
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
+            # One untimed step of the same side first: a training run repeats one library's
+            # step, and the other library's step just before leaves the caches and the
+            # allocator's free memory in its own state (it cost jaxformer's next step 1-2 s).
+            step()
             times[name].append(timed(step))
     hf_name = next(iter(steps))
     hf_median = statistics.median(times[hf_name])

@@ -23,7 +23,8 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ceiling_line, machine_line, matmul_peak, median_time, torch_matmul_flops  # noqa: E402
+from common import (ceiling_line, machine_line, matmul_peak, median_time,  # noqa: E402
+                    same_allocator, torch_matmul_flops)
 from train_throughput import batches, gpt2_matmul_shapes  # noqa: E402
 
 from jaxformer.config import load_config  # noqa: E402
@@ -144,8 +145,10 @@ def main():
     parser.add_argument("--no-hf", action="store_true", help="skip HF transformers + peft")
     parser.add_argument("--qlora", action="store_true", help="also QLoRA (NF4 base, bf16 adapters)")
     args = parser.parse_args()
+    allocator = same_allocator()  # restarts once: glibc reads the settings at start-up
 
     print(machine_line())
+    print(allocator)
     results = {"jaxformer full fine-tuning": bench_jaxformer(args, [])}
     results["jaxformer LoRA r=8 (query, value)"] = bench_jaxformer(args, LORA)
     if args.qlora:

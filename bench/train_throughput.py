@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ceiling_line, machine_line, matmul_peak, median_time, torch_matmul_flops  # noqa: E402
+from common import (ceiling_line, machine_line, matmul_peak, median_time,  # noqa: E402
+                    same_allocator, torch_matmul_flops)
 
 from jaxformer.config import load_config  # noqa: E402
 from jaxformer.models.costs import flops_per_token  # noqa: E402
@@ -109,8 +110,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median counts")
     parser.add_argument("--no-hf", action="store_true", help="skip the PyTorch reference")
     args = parser.parse_args()
+    allocator = same_allocator()  # restarts once: glibc reads the settings at start-up
 
     print(machine_line())
+    print(allocator)
     # One measured CPU peak serves the MFU figures and the ceiling (bench/common.py matmul_peak).
     peak, where = (matmul_peak(gpt2_matmul_shapes(args.batch * args.seq))
                    if jax.default_backend() == "cpu" else (None, ""))
