@@ -31,11 +31,10 @@ def same_allocator() -> str:
     """Restart this script once with the glibc allocator settings `jaxformer train` uses
     (jaxformer/train/host.py), so both libraries of a comparison run under them in one process;
     returns a line naming them. $JAXFORMER_KEEP_MALLOC=1 leaves the allocator alone."""
-    from jaxformer.train.host import MALLOC_ENV, restart_with_malloc_settings
+    from jaxformer.train.host import SETTING_NAMES, restart_with_malloc_settings
 
     restart_with_malloc_settings(script=True)
-    names = [*MALLOC_ENV, "GLIBC_TUNABLES"]
-    shown = ", ".join(f"{k}={os.environ[k]}" for k in names if k in os.environ)
+    shown = ", ".join(f"{k}={os.environ[k]}" for k in SETTING_NAMES if k in os.environ)
     return f"allocator (both sides): {shown or 'glibc defaults'}"
 
 

@@ -13,9 +13,9 @@ step = the loss's gradient with respect to every parameter, no optimizer update.
   the 20 masked positions only, as Google's BERT pretraining code does.
 - jaxformer "all positions": the head at every position, the same work as HF.
 
-The rounds alternate the three so the machine's drift affects each alike, each timed step
-after an untimed one of its own; the median step time
-of each is reported with tokens/s, the ratio to HF, and MFU against the float32 matmul peak
+The rounds alternate the three so the machine's drift affects each alike, each timed step after
+an untimed one of its own; the median step time of each is reported with tokens/s, the ratio to
+HF, and MFU against the float32 matmul peak
 measured here, the fastest matmul on BERT's product shapes and a 2048-cube by XLA or PyTorch
 (FLOPs: 2 x multiply-adds forward, twice that backward, of the matmuls each variant actually
 runs), then the ceiling that peak puts on the gathered variant (bench/common.py). Prints the CPU model; run it under the CPU lock, on a quiet machine.

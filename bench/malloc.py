@@ -26,12 +26,14 @@ from pathlib import Path
 from bandwidth import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES",
-            "JAXFORMER_KEEP_MALLOC")
+sys.path.insert(0, str(REPO))
+from jaxformer.train.host import OPT_OUT, SETTING_NAMES  # noqa: E402
+
+SETTINGS = (*SETTING_NAMES, OPT_OUT)  # cleared, then set per variant
 VARIANTS = {  # name -> environment the `jaxformer train` subprocess starts with
     "all settings (default)": {},
     "no huge pages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
-    "JAXFORMER_KEEP_MALLOC=1": {"JAXFORMER_KEEP_MALLOC": "1"},
+    f"{OPT_OUT}=1": {OPT_OUT: "1"},
 }
 
 
@@ -87,6 +89,7 @@ def main() -> None:
     for name, median in list(medians.items())[1:]:
         print(f"; {name}: {median:.1f}, {median / default:.2f}x", end="")
     print()
+
 
 if __name__ == "__main__":
     main()

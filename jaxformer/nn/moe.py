@@ -204,7 +204,7 @@ def combine_capacity(y_buffer, experts, keep, slot, weights):
     """Expert outputs [E, b, C, d] back to tokens, weighted; dropped assignments add nothing.
     The weighted sum over the k choices is written out elementwise: as an einsum its gradient
     transposes the gathered [b, t, k, d] outputs."""
-    b, t, k = experts.shape
+    b, _, k = experts.shape
     rows = jnp.broadcast_to(jnp.arange(b)[:, None, None], experts.shape)
     picked = y_buffer[experts, rows, jnp.where(keep, slot, 0)]  # [b, t, k, d]
     w = jnp.where(keep, weights, 0.0).astype(picked.dtype)

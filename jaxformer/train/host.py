@@ -23,7 +23,9 @@ MALLOC_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(1 << 32),  # and do not give freed memory back each step
     "MALLOC_TOP_PAD_": str(1 << 29),  # grow the heap in large steps
 }
+TUNABLES = "GLIBC_TUNABLES"
 HUGE_PAGES = "glibc.malloc.hugetlb=1"  # madvise(MADV_HUGEPAGE) on malloc's memory
+SETTING_NAMES = (*MALLOC_ENV, TUNABLES)  # every variable the restart may set
 OPT_OUT = "JAXFORMER_KEEP_MALLOC"  # set to 1 to leave the allocator alone
 
 
@@ -46,9 +48,9 @@ def malloc_env(environ) -> dict:
     """`environ` with MALLOC_ENV and the huge-page tunable added; values the user set are kept
     (an existing GLIBC_TUNABLES gets the tunable appended unless it sets hugetlb itself)."""
     env = {**environ, **{k: environ.get(k) or v for k, v in MALLOC_ENV.items()}}
-    tunables = environ.get("GLIBC_TUNABLES", "")
+    tunables = environ.get(TUNABLES, "")
     if "glibc.malloc.hugetlb=" not in tunables:
-        env["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES
+        env[TUNABLES] = f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES
     return env
 
 
