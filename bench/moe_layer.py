@@ -4,7 +4,8 @@
 
 Forward + backward (gradients of the parameters and the input) at the Shakespeare CPU presets'
 batch (12 x 64 tokens, d 128): the dense GELU feed-forward of width 512 against 8 experts of width
-256, top-2, with capacity dispatch (training, capacity factor 1.25) and with dropless dispatch
+256, top-2, with capacity dispatch (training, capacity factor 1.0 as in the MoE preset, and
+1.25, Switch's) and with dropless dispatch
 (`jax.lax.ragged_dot`). Prints the median time of each (ms) and the ratio to dense; the
 whole-model comparison is bench/moe.py.
 """
@@ -43,9 +44,10 @@ if __name__ == "__main__":
     x = jax.random.normal(jax.random.key(0), (B, T, D))
     layers = {"dense feed-forward 512": (FeedForward(D, 512, activation="gelu", use_bias=False,
                                                      rngs=nnx.Rngs(0)), False)}
-    for dispatch in ("capacity", "dropless"):
-        layers[f"MoE 8x256 top-2 {dispatch}"] = (MoE(D, 256, 8, top_k=2, activation="gelu",
-                                                     dispatch=dispatch, rngs=nnx.Rngs(0)), True)
+    for dispatch, factor in (("capacity", 1.0), ("capacity", 1.25), ("dropless", None)):
+        name = f"MoE 8x256 top-2 {dispatch}" + (f" (capacity factor {factor})" if factor else "")
+        layers[name] = (MoE(D, 256, 8, top_k=2, activation="gelu", dispatch=dispatch,
+                            capacity_factor=factor or 1.0, rngs=nnx.Rngs(0)), True)
     dense = None
     for name, (module, is_moe) in layers.items():
         params, fn = fwd_bwd(module, is_moe)
