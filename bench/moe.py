@@ -47,11 +47,10 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args, overrides = parser.parse_known_args()
-    from jaxformer.train.host import restart_with_malloc_settings
-
-    restart_with_malloc_settings(script=True)  # as `jaxformer train` does (see host.py)
     sys.path.insert(0, str(Path(__file__).parent))
-    from common import machine_line
+    from common import machine_line, same_allocator
+
+    allocator = same_allocator()  # as `jaxformer train` does (restarts once; see host.py)
 
     from jaxformer.config import load_config
     from jaxformer.models.costs import param_counts
@@ -59,6 +58,7 @@ if __name__ == "__main__":
 
     steps = args.steps
     print(machine_line())
+    print(allocator)
     results = {"shakespeare_char_cpu": [], "shakespeare_char_cpu_moe": []}
     for _ in range(args.rounds):
         for preset, runs in results.items():

@@ -44,10 +44,12 @@ if __name__ == "__main__":
     x = jax.random.normal(jax.random.key(0), (B, T, D))
     layers = {"dense feed-forward 512": (FeedForward(D, 512, activation="gelu", use_bias=False,
                                                      rngs=nnx.Rngs(0)), False)}
-    for dispatch, factor in (("capacity", 1.0), ("capacity", 1.25), ("dropless", None)):
-        name = f"MoE 8x256 top-2 {dispatch}" + (f" (capacity factor {factor})" if factor else "")
-        layers[name] = (MoE(D, 256, 8, top_k=2, activation="gelu", dispatch=dispatch,
-                            capacity_factor=factor or 1.0, rngs=nnx.Rngs(0)), True)
+    for name, options in {"capacity (capacity factor 1.0)": dict(capacity_factor=1.0),
+                          "capacity (capacity factor 1.25)": dict(capacity_factor=1.25),
+                          "dropless": dict(dispatch="dropless")}.items():
+        options = {"dispatch": "capacity", **options}
+        layers[f"MoE 8x256 top-2 {name}"] = (MoE(D, 256, 8, top_k=2, activation="gelu", **options,
+                                                 rngs=nnx.Rngs(0)), True)
     dense = None
     for name, (module, is_moe) in layers.items():
         params, fn = fwd_bwd(module, is_moe)

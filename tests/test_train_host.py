@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jaxformer.train.host import HUGE_PAGES, MALLOC_ENV, SETTING_NAMES, malloc_env
+from jaxformer.train.host import HUGE_PAGES, MALLOC_ENV, SETTING_NAMES, TUNABLES, malloc_env
 
 # A step's temporaries as XLA:CPU allocates them: one block above the 64 MiB a glibc thread arena
 # holds, malloc'd on a worker thread, written, freed, once a step. Prints the page faults per step.
@@ -73,10 +73,10 @@ def test_the_restart_happens_only_when_a_setting_is_missing(monkeypatch):
 
 def _huge_pages_available() -> bool:
     """glibc >= 2.35 (the hugetlb tunable) and transparent huge pages not "never"."""
-    name, _, version = os.confstr("CS_GNU_LIBC_VERSION").partition(" ") \
-        if hasattr(os, "confstr") and "CS_GNU_LIBC_VERSION" in os.confstr_names else ("", "", "")
-    found = re.match(r"(\d+)\.(\d+)", version)
-    return (name == "glibc" and found is not None and (int(found[1]), int(found[2])) >= (2, 35)
+    names = getattr(os, "confstr_names", {})
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in names else ""
+    found = re.fullmatch(r"glibc (\d+)\.(\d+).*", libc or "")
+    return (found is not None and (int(found[1]), int(found[2])) >= (2, 35)
             and _transparent_huge_pages() in ("always", "madvise"))
 
 
@@ -95,7 +95,7 @@ def test_a_large_block_on_a_worker_thread_stops_faulting_page_by_page():
         return float(out)
 
     pages = (81 << 20) // 4096
-    thresholds_only = faults_per_step({**MALLOC_ENV, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
+    thresholds_only = faults_per_step({**MALLOC_ENV, TUNABLES: "glibc.malloc.hugetlb=0"})
     if not _huge_pages_available():  # the tunable is ignored: the settings must cost nothing
         assert faults_per_step(malloc_env({})) <= 1.1 * thresholds_only + 16
         return
