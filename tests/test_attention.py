@@ -10,7 +10,9 @@ import pytest
 from flax import nnx
 
 from jaxformer.nn import Attention, init_layer_cache
-from jaxformer.nn.attention_ops import attention_mask, einsum_attention, xla_attention
+from jaxformer.nn import attention_ops
+from jaxformer.nn.attention_ops import (attention_mask, blocked_causal_attention, einsum_attention,
+                                         xla_attention)
 from jaxformer.nn.positions import alibi_bias
 
 IMPLEMENTATIONS = {
@@ -198,6 +200,93 @@ def test_padding_rows_have_finite_gradients():
         grads = jax.grad(lambda q, k, v: attend(q, k, v, mask, scale=0.35).sum(), argnums=(0, 1, 2))(
             jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))
         assert all(np.isfinite(np.asarray(g)).all() for g in grads), impl
+
+
+# --- blocked causal attention (what `xla` runs on a CPU): query blocks against the keys they see
+
+blocked = jax.jit(blocked_causal_attention, static_argnames=("scale", "block"))
+CAUSAL_CASES = [c for c in MASK_CASES if c[2]]
+
+
+@pytest.mark.parametrize("block", [2, 3, 64])  # 7 tokens: blocks of 2+2+2+1, 3+3+1, one block
+@pytest.mark.parametrize("name,segments,causal,window", CAUSAL_CASES, ids=[c[0] for c in CAUSAL_CASES])
+def test_blocked_causal_matches_naive(block, name, segments, causal, window):
+    q, k, v = random_qkv(5)
+    pos = indices(2, 7)
+    seg = None if segments is None else jnp.asarray(segments)
+    mask = attention_mask(jnp.asarray(pos), jnp.asarray(pos), seg, seg, causal=True,
+                          sliding_window=window)
+    # the plain causal case also without a mask: the function applies the causal mask itself
+    got = np.asarray(blocked(q, k, v, None if name == "causal" else mask, scale=1 / math.sqrt(8),
+                             block=block))
+    assert np.isfinite(got).all()
+    ref_mask = naive_mask(pos, pos, segments, segments, causal=True, window=window)
+    real = ref_mask.any(-1)
+    np.testing.assert_allclose(got[real], naive_attention(q, k, v, ref_mask)[real],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 8])  # MQA, GQA, MHA
+def test_blocked_causal_with_bias_and_groups_matches_naive(kv_heads):
+    q, k, v = random_qkv(6, tq=11, tk=11, heads=8, kv_heads=kv_heads)
+    pos = indices(2, 11)
+    bias = alibi_bias(8, jnp.asarray(pos), jnp.asarray(pos), True)
+    segments = np.array([[1] * 8 + [0] * 3, [1] * 5 + [2] * 6])
+    mask = attention_mask(jnp.asarray(pos), jnp.asarray(pos), jnp.asarray(segments),
+                          jnp.asarray(segments), causal=True)
+    got = np.asarray(blocked(q, k, v, mask, bias, scale=1 / math.sqrt(8), block=4))
+    ref_mask = naive_mask(pos, pos, segments, segments, causal=True)
+    real = ref_mask.any(-1)
+    want = naive_attention(q, k, v, ref_mask, np.asarray(bias))
+    np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_causal_gradients_match_dense():
+    """Gradients of a loss over the real positions equal the dense einsum path's (packed rows,
+    padding, blocks that cut through documents)."""
+    q, k, v = (jnp.asarray(a) for a in random_qkv(7, tq=13, tk=13, heads=4, kv_heads=2))
+    pos = jnp.asarray(indices(2, 13))
+    segments = jnp.asarray([[1] * 6 + [2] * 5 + [0] * 2, [3] * 13])
+    mask = attention_mask(pos, pos, segments, segments, causal=True)
+    weight = jax.random.normal(jax.random.key(0), q.shape) * (segments != 0)[:, :, None, None]
+
+    def loss(attend):
+        return lambda q, k, v: jnp.sum(attend(q, k, v) * weight)
+
+    want = jax.grad(loss(lambda *a: einsum_attention(*a, mask, scale=0.4)[0]), (0, 1, 2))(q, k, v)
+    got = jax.grad(loss(lambda *a: blocked_causal_attention(*a, mask, scale=0.4, block=5)),
+                   (0, 1, 2))(q, k, v)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_causal_bfloat16_stays_close():
+    q, k, v = random_qkv(8, tq=20, tk=20)
+    pos = indices(2, 20)
+    got = blocked(*(jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)), scale=1 / math.sqrt(8), block=8)
+    assert got.dtype == jnp.bfloat16
+    want = naive_attention(q, k, v, naive_mask(pos, pos, None, None, causal=True))
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=3e-2)
+
+
+def test_module_runs_blocked_attention_on_cpu_for_causal_self_attention(monkeypatch):
+    """`xla` on a CPU: causal self-attention goes through the blocked path (and agrees with
+    einsum across several blocks); bidirectional attention does not."""
+    calls = []
+    real = attention_ops.blocked_causal_attention
+    monkeypatch.setattr(attention_ops, "blocked_causal_attention",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    x = jax.random.normal(jax.random.key(5), (2, 150, 32))  # blocks of 64 + 64 + 22
+    positions = jnp.broadcast_to(jnp.arange(150), (2, 150))
+    segments = jnp.asarray([[1] * 150, [1] * 70 + [2] * 60 + [0] * 20])
+    for causal, expected in ((True, 1), (False, 0)):
+        calls.clear()
+        modules = attention_pair(kv_heads=2, causal=causal)
+        outs = {impl: np.asarray(m(x, positions, segments)[0]) for impl, m in modules.items()}
+        assert len(calls) == expected
+        real_rows = np.asarray(segments) != 0
+        np.testing.assert_allclose(outs["xla"][real_rows], outs["einsum"][real_rows],
+                                   rtol=1e-5, atol=1e-5)
 
 
 # --- through the Attention module: einsum and xla give the same answers, with and without a cache

@@ -1,7 +1,8 @@
 """Attention kernels and the choice between them (`attention_impl`).
 
-- `xla`: `jax.nn.dot_product_attention` on XLA, dense mask. `einsum`: the same written out
-  (returns the weights for plots).
+- `xla`: `jax.nn.dot_product_attention` on XLA, dense mask; on a CPU, causal self-attention runs
+  `attention_ops.blocked_causal_attention` instead (query blocks against only the keys they can
+  see). `einsum`: the dense computation written out (returns the weights for plots).
 - `chunked`: online softmax over the live blocks of the mask in pure JAX (`chunked_attention.py`),
   O(time) memory forward and backward, block-sparse for sparse patterns. Every backend.
 - `cudnn`: cuDNN's flash attention through `jax.nn.dot_product_attention(implementation="cudnn")`:
