@@ -123,20 +123,28 @@ def test_mask_matches_loops(name, segments, causal, window):
                                   naive_mask(pos, pos, segments, segments, causal=causal, window=window))
 
 
-@pytest.mark.parametrize("impl", sorted(IMPLEMENTATIONS))
-@pytest.mark.parametrize("name,segments,causal,window", MASK_CASES, ids=[c[0] for c in MASK_CASES])
-def test_attention_matches_naive(impl, name, segments, causal, window):
-    q, k, v = random_qkv(0)
+def assert_matches_naive(attend, seed, segments, causal, window, *, pass_mask=True):
+    """attend(q, k, v, mask or None) on 2 x 7 tokens against the loops, on the queries that have
+    something to attend to (padding rows are don't-care, but must stay finite)."""
+    q, k, v = random_qkv(seed)
     pos = indices(2, 7)
     seg = None if segments is None else jnp.asarray(segments)
     mask = attention_mask(jnp.asarray(pos), jnp.asarray(pos), seg, seg, causal=causal,
                           sliding_window=window)
-    got = np.asarray(IMPLEMENTATIONS[impl](q, k, v, mask, scale=1 / math.sqrt(8)))
+    got = np.asarray(attend(q, k, v, mask if pass_mask else None))
     assert np.isfinite(got).all(), "a fully masked padding row produced NaN/inf"
     ref_mask = naive_mask(pos, pos, segments, segments, causal=causal, window=window)
-    want = naive_attention(q, k, v, ref_mask)
-    real = ref_mask.any(-1)  # queries with something to attend to; padding rows are don't-care
-    np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-5)
+    real = ref_mask.any(-1)
+    np.testing.assert_allclose(got[real], naive_attention(q, k, v, ref_mask)[real],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLEMENTATIONS))
+@pytest.mark.parametrize("name,segments,causal,window", MASK_CASES, ids=[c[0] for c in MASK_CASES])
+def test_attention_matches_naive(impl, name, segments, causal, window):
+    attend = IMPLEMENTATIONS[impl]
+    assert_matches_naive(lambda q, k, v, mask: attend(q, k, v, mask, scale=1 / math.sqrt(8)),
+                         0, segments, causal, window)
 
 
 @pytest.mark.parametrize("impl", sorted(IMPLEMENTATIONS))
@@ -211,19 +219,10 @@ CAUSAL_CASES = [c for c in MASK_CASES if c[2]]
 @pytest.mark.parametrize("block", [2, 3, 64])  # 7 tokens: blocks of 2+2+2+1, 3+3+1, one block
 @pytest.mark.parametrize("name,segments,causal,window", CAUSAL_CASES, ids=[c[0] for c in CAUSAL_CASES])
 def test_blocked_causal_matches_naive(block, name, segments, causal, window):
-    q, k, v = random_qkv(5)
-    pos = indices(2, 7)
-    seg = None if segments is None else jnp.asarray(segments)
-    mask = attention_mask(jnp.asarray(pos), jnp.asarray(pos), seg, seg, causal=True,
-                          sliding_window=window)
-    # the plain causal case also without a mask: the function applies the causal mask itself
-    got = np.asarray(blocked(q, k, v, None if name == "causal" else mask, scale=1 / math.sqrt(8),
-                             block=block))
-    assert np.isfinite(got).all()
-    ref_mask = naive_mask(pos, pos, segments, segments, causal=True, window=window)
-    real = ref_mask.any(-1)
-    np.testing.assert_allclose(got[real], naive_attention(q, k, v, ref_mask)[real],
-                               rtol=1e-5, atol=1e-5)
+    # the plain causal case without a mask too: the function applies the causal mask itself
+    assert_matches_naive(
+        lambda q, k, v, mask: blocked(q, k, v, mask, scale=1 / math.sqrt(8), block=block),
+        5, segments, True, window, pass_mask=name != "causal")
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2, 8])  # MQA, GQA, MHA
