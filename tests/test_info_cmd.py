@@ -27,6 +27,8 @@ def test_gpt2_small(capsys):
     # 12 layers x (c_fc + c_proj) of the MLP, with biases, out of the total
     ffn = 12 * (768 * 3072 + 3072 + 3072 * 768 + 768)
     assert f"{ffn:,}" in out and f"{100 * ffn / GPT2_SMALL:.1f}%" in out
+    # the attention kernel a decoder runs here: the CPU's blocked causal path
+    assert "attention: xla, blocked causal on this CPU" in out
 
 
 def test_seq_len_and_overrides(capsys):

@@ -143,7 +143,8 @@ def auto_choice(case: Case) -> tuple[str, str]:
         return "chunked", "a sparse pattern: only its live blocks are computed"
     if case.q_len >= AUTO_CHUNKED_MIN_LEN:
         return "chunked", f"{case.backend}, T >= {AUTO_CHUNKED_MIN_LEN}: O(T) memory, causal blocks skipped"
-    return "xla", f"{case.backend}, T < {AUTO_CHUNKED_MIN_LEN}: dense XLA attention is fastest"
+    how = "blocked causal XLA attention" if case.causal else "dense XLA attention"
+    return "xla", f"{case.backend}, T < {AUTO_CHUNKED_MIN_LEN}: {how} is fastest"
 
 
 def resolve(requested: str, case: Case) -> str:
