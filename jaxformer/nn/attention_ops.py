@@ -108,9 +108,9 @@ def blocked_causal_attention(q, k, v, mask=None, bias=None, *, scale: float,
 
     The queries of rows [start, end) can see keys [0, end) at most, so each block's scores are
     taken against those keys only: with B blocks the two products do (B + 1) / (2B) of the dense
-    work (5/8 at 4 blocks). Heads are moved ahead of the time axis first, so each product is a batch of
-    plain [queries, head_dim] x [head_dim, keys] matmuls. On the 2-core AMD EPYC CPU this runs
-    GPT-2's attention (4 x 256 tokens, 12 heads of 64) forward and backward 2.2x faster than
+    work (5/8 at 4 blocks). Heads are moved ahead of the time axis first, so each product is a
+    batch of plain [queries, head_dim] x [head_dim, keys] matmuls. On the 2-core AMD EPYC CPU this
+    runs GPT-2's attention (4 x 256 tokens, 12 heads of 64) forward and backward 2.2x faster than
     jax.nn.dot_product_attention (`python bench/causal_attention.py`, median of 15 rounds).
 
     q [batch, time, heads, head_dim], k/v [batch, time, kv_heads, head_dim] (the same time: self-
