@@ -168,7 +168,7 @@ def attention_line(config, seq_len: int) -> str | None:
         dtype=getattr(config, "dtype", "float32"), causal=config.family == "decoder",
         pattern=getattr(config, "pattern", None), segments=False,
         alibi=getattr(config, "position", None) == "alibi", backend=jax.default_backend())
-    if requested == "xla" and case.causal and case.backend == "cpu":
+    if requested == "xla" and attention_kernels.blocked_causal_here(case.causal, case.backend):
         return f"attention: xla, blocked causal on this CPU ({case.describe()})"
     if requested in ("xla", "einsum", "chunked"):
         return f"attention: {requested} ({case.describe()})"

@@ -126,6 +126,14 @@ def pallas_gpu_unsupported(case: Case, *, interpret_ok: bool = False) -> str | N
     return None
 
 
+def blocked_causal_here(causal: bool, backend: str) -> bool:
+    """Whether the `xla` implementation runs causal self-attention as
+    `attention_ops.blocked_causal_attention` (query blocks against only the keys they can see):
+    on a CPU, where it measured 1.4-2.2x faster forward + backward at training shapes
+    (bench/causal_attention.py). GPUs and TPUs keep `jax.nn.dot_product_attention`."""
+    return causal and backend == "cpu"
+
+
 def auto_choice(case: Case) -> tuple[str, str]:
     """(implementation, why) for `attention_impl=auto`."""
     if case.backend == "tpu":
@@ -143,7 +151,8 @@ def auto_choice(case: Case) -> tuple[str, str]:
         return "chunked", "a sparse pattern: only its live blocks are computed"
     if case.q_len >= AUTO_CHUNKED_MIN_LEN:
         return "chunked", f"{case.backend}, T >= {AUTO_CHUNKED_MIN_LEN}: O(T) memory, causal blocks skipped"
-    how = "blocked causal XLA attention" if case.causal else "dense XLA attention"
+    how = ("blocked causal XLA attention" if blocked_causal_here(case.causal, case.backend)
+           else "dense XLA attention")
     return "xla", f"{case.backend}, T < {AUTO_CHUNKED_MIN_LEN}: {how} is fastest"
 
 

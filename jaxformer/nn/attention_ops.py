@@ -137,13 +137,11 @@ def blocked_causal_attention(q, k, v, mask=None, bias=None, *, scale: float,
         scores = jnp.einsum("bktd,bksd->bkts", qb, kh[:, :, :end],
                             preferred_element_type=jnp.float32) * scale
         scores = scores.reshape(batch, heads, rows, end)
-        if bias is not None:
-            scores = scores + bias[:, :, start:end, :end].astype(jnp.float32)
         allowed = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
         if mask is not None:
             allowed = allowed & mask[:, :, start:end, :end]
-        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        block_bias = None if bias is None else bias[:, :, start:end, :end].astype(jnp.float32)
+        weights = _masked_softmax(scores, allowed, block_bias).astype(v.dtype)
         weights = weights.reshape(batch, kv_heads, group * rows, end)
         out = jnp.einsum("bkts,bksd->bktd", weights, vh[:, :, :end])
         outs.append(out.reshape(batch, kv_heads, group, rows, head_dim))
