@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config key or value is wrong."""
+
+
+class StartupError(UserError):
+    """A multi-process run could not start: a process missing, unreachable or misconfigured."""

@@ -9,6 +9,8 @@
 #
 # Optional: PROJECT (gcloud project), REPO_DIR (checkout on the workers, default ~/jaxformer),
 # SETUP=1 to pip-install the checkout on every worker first.
+# Start-up bypasses any http(s)_proxy for the coordinator and ends with one line naming the
+# cause after mesh.init_timeout_s (default 120 s): see docs/multihost.md.
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME to the TPU VM name (gcloud compute tpus tpu-vm list)}"

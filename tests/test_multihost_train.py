@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dead_proxy import with_dead_proxy
 from locations import REPO, subprocess_env
 from waiting import SAFETY_TIMEOUT_S
 
@@ -65,8 +66,9 @@ def test_two_processes_write_logs_once_and_a_checkpoint_one_process_resumes(tmp_
     run_dir, audit_dir = tmp_path / "run", tmp_path / "audit"
     audit_dir.mkdir()
     (audit_dir / "sitecustomize.py").write_text(WRITE_AUDIT)
-    env = subprocess_env(PYTHONPATH=f"{audit_dir}:{REPO}", JAXFORMER_TEST_AUDIT_DIR=str(audit_dir),
-                         JAXFORMER_TEST_AUDIT_ROOT=str(run_dir))
+    env = with_dead_proxy(subprocess_env(PYTHONPATH=f"{audit_dir}:{REPO}",
+                                         JAXFORMER_TEST_AUDIT_DIR=str(audit_dir),
+                                         JAXFORMER_TEST_AUDIT_ROOT=str(run_dir)))
     train = [sys.executable, "-m", "jaxformer", "train", "shakespeare_char_cpu", *TINY,
              f"train.run_dir={run_dir}"]
     launched = subprocess.run(

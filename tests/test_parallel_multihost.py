@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dead_proxy import with_dead_proxy
 from locations import REPO, subprocess_env
 from waiting import SAFETY_TIMEOUT_S
 STEPS, BATCH, SEQ = 5, 8, 16
@@ -93,7 +94,8 @@ def launch(out_dir: Path, processes: int, devices_per_process: int) -> dict:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "launch_local.py"), "-n", str(processes),
          "--cpu-devices", str(devices_per_process), "--", sys.executable, __file__, str(out_dir)],
-        capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S, cwd=REPO, env=subprocess_env())  # this checkout
+        capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S, cwd=REPO,
+        env=with_dead_proxy(subprocess_env()))  # this checkout, behind a proxy that cannot reach it
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return json.loads((out_dir / "losses.json").read_text())
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dead_proxy import with_dead_proxy
 from locations import REPO, subprocess_env
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -24,9 +25,11 @@ def start(run_dir: Path, *overrides) -> list[subprocess.Popen]:
     port = free_port()
     command = [sys.executable, "-m", "jaxformer", "train", "shakespeare_char_cpu", *TINY,
                f"train.run_dir={run_dir}", *overrides]
-    return [subprocess.Popen(command, env=process_env(i, 2, port, 1, base=subprocess_env()),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i in range(2)]
+    # Started as on a hand-made cluster, behind a proxy and without the launcher's no_proxy:
+    # `jaxformer train` must keep the coordinator's connections away from the proxy itself.
+    envs = [with_dead_proxy(process_env(i, 2, port, 1, base=subprocess_env())) for i in range(2)]
+    return [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for env in envs]
 
 
 def finish(processes, timeout=240) -> list[tuple[int, str, str]]:

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     restart_with_malloc_settings()  # once, before any array exists; see jaxformer/train/host.py
     from jaxformer.parallel import initialize
 
-    initialize()  # join a multi-process run (TPU pod, SLURM, launch_local.py): before any compute
+    # Join a multi-process run (TPU pod, SLURM, launch_local.py): before any compute.
+    initialize(timeout_s=config.mesh.init_timeout_s)
     from jaxformer.train import train
 
     show_attention_choices()

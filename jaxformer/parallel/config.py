@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from jaxformer.errors import ConfigError
+
 
 @dataclasses.dataclass
 class MeshConfig:
@@ -15,6 +17,9 @@ class MeshConfig:
     `num_devices` > 0 builds the mesh from only the first that many devices (one process only):
     a small model on a CPU host whose cores are split into fake devices (tests, debugging) runs
     faster on one device than data parallel across all of them.
+    `init_timeout_s`: how long a multi-process run may take to start (all processes reporting to
+    the coordinator, then JAX connecting them) before every process ends with one line naming the
+    cause; null: $JAXFORMER_INIT_TIMEOUT_S, else 120 (jaxformer/parallel/distributed.py).
     """
 
     num_devices: int = -1
@@ -25,3 +30,9 @@ class MeshConfig:
     context: int = 1
     dcn_data: int = 1
     rules: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    init_timeout_s: float | None = None
+
+    def __post_init__(self):
+        if self.init_timeout_s is not None and not self.init_timeout_s > 0:
+            raise ConfigError(f"mesh.init_timeout_s must be positive (seconds), got "
+                              f"{self.init_timeout_s}")
