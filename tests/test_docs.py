@@ -11,8 +11,9 @@ and every relative link and every repository path it names exists.
   `python bench/X.py` / `python -m bench.X` / `scripts/...` must exist, and every `--flag` given to
   a benchmark must be one its argument parser declares; `python -m pytest` paths must exist.
   Any other command is an error here, so no command goes unchecked.
-- ```yaml blocks parse; one whose first line is `# NAME.yaml` is validated as a run config (its
-  `mesh.rules` included) and written under that name where the page's bash blocks are checked.
+- ```yaml blocks parse; one made of config sections (model:, train:, ...) is validated as a run
+  config, its `mesh.rules` included; one whose first line is `# NAME.yaml` is also written under
+  that name where the page's bash blocks are checked.
 - ```text blocks that show `$ jaxformer ...` followed by a `jaxformer ...: error: ...` line must
   reproduce that error exactly. A fence without a language is an error.
 - In docs/performance.md every table row names the machine, the date (YYYY-MM-DD) and, in its
@@ -238,8 +239,13 @@ def test_bash_blocks_are_valid_commands(page, tmp_path, monkeypatch):
 def test_yaml_blocks_parse_and_named_configs_validate(page, tmp_path):
     from jaxformer.config import load_config
 
+    sections = {"model", "task", "data", "optimizer", "mesh", "train", "finetune"}
     for line, _, text in blocks(page, "yaml"):
-        assert yaml.safe_load(text) is not None, f"{page_id(page)}:{line}: an empty YAML block"
+        loaded = yaml.safe_load(text)
+        assert loaded is not None, f"{page_id(page)}:{line}: an empty YAML block"
+        if isinstance(loaded, dict) and set(loaded) <= sections:  # a run config, named or not
+            (tmp_path / "block.yaml").write_text(text)
+            check_rules(load_config(tmp_path / "block.yaml"))
     for name, text in yaml_files(page).items():
         (tmp_path / name).write_text(text)
         check_rules(load_config(tmp_path / name))
