@@ -76,13 +76,13 @@ def without_code(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def hf_gpt2(tmp_path_factory) -> Path:
-    """config.json + model.safetensors of a random GPT-2 shaped as the tiny-gpt2 preset."""
+    """config.json + model.safetensors of a random one-layer GPT-2 (d 64, 4 heads, 256 tokens)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     path = tmp_path_factory.mktemp("hf") / "gpt2"
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=256, n_positions=128, n_embd=64, n_layer=2, n_head=4,
+    config = GPT2Config(vocab_size=256, n_positions=128, n_embd=64, n_layer=1, n_head=4,
                         bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(config).save_pretrained(path)
     return path
