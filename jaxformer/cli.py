@@ -19,6 +19,8 @@ COMMANDS = {
     "classify": ("jaxformer.commands.classify", "label texts with a fine-tuned encoder"),
     "embed": ("jaxformer.commands.embed", "sentence embeddings from an encoder (mean pooling)"),
     "cascade": ("jaxformer.commands.cascade", "FrugalGPT cascade of trained models under a cost budget"),
+    "plan": ("jaxformer.commands.plan", "compile the ways to lay a run out on a TPU slice and pick the fastest that fits"),
+    "compile": ("jaxformer.commands.compile", "compile a run's program for a TPU slice and report memory, collectives, speed"),
 }
 
 
@@ -39,8 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as the `jaxformer` command reads it (exits 2 on a bad one)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse matches a trailing positional list only once: `CONFIG --flag X key=value` leaves
+    # the key=value overrides over; they belong to the command's overrides.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     try:
         return int(args.run(args) or 0)
     except (UserError, OSError) as e:  # OSError: a file that cannot be read or written

@@ -6,7 +6,7 @@ and every relative link and every repository path it names exists.
   `hf.load("./gpt2")` works with nothing downloaded (transformers and torch are the `hf` extra:
   without them this fails, it does not skip).
 - ```bash blocks: each `jaxformer ...` command is parsed by the CLI's own parser
-  (`jaxformer.cli.build_parser`); the config and overrides of `train` are loaded and validated by
+  (`jaxformer.cli.parse_arguments`); the config and overrides of `train` are loaded and validated by
   `jaxformer.config.load_config` (of `info`, by the info command's own loader), and nothing runs.
   `python bench/X.py` / `python -m bench.X` / `scripts/...` must exist, and every `--flag` given to
   a benchmark must be one its argument parser declares; `python -m pytest` paths must exist.
@@ -31,7 +31,6 @@ Links to docs/tpu.md and docs/multihost.md are skipped while those files do not 
 """
 
 import contextlib
-import os
 import re
 import shlex
 import shutil
@@ -148,12 +147,12 @@ def check_bench(script: Path, args: list[str]) -> None:
 
 def check_jaxformer(argv: list[str]) -> None:
     """Parse with the CLI's parser; load and validate the config a command trains with."""
-    from jaxformer.cli import build_parser
+    from jaxformer.cli import parse_arguments
     from jaxformer.commands import info
     from jaxformer.config import load_config
 
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(argv)
     except SystemExit as e:
         raise AssertionError(f"jaxformer {' '.join(argv)}: the CLI refuses it (exit {e.code})")
     if args.command == "info":

@@ -59,7 +59,7 @@ class DecoderConfig:
     dtype: str = "float32"  # activations / compute
     param_dtype: str = "float32"
     scan_layers: bool = False  # one compiled layer body scanned over a stacked "layers" axis
-    remat: str = "none"  # none | dots_saveable | full
+    remat: str = "auto"  # auto (none on a CPU, keep_weights on accelerators) | none | keep_weights | dots_saveable | full
     # Mixture of experts (nn/moe.py): moe_num_experts > 0 swaps every feed-forward sublayer for
     # E experts of width moe_mlp_dim (default mlp_dim), moe_top_k of them per token.
     moe_num_experts: int = 0

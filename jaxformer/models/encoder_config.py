@@ -52,7 +52,7 @@ class EncoderConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     scan_layers: bool = False
-    remat: str = "none"
+    remat: str = "auto"  # see models/layers.py: auto, none, keep_weights, dots_saveable, full
 
     def __post_init__(self):
         check_choice(self, "head", HEADS)

@@ -2,7 +2,7 @@
 
 from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 
-REMAT = ("none", "dots_saveable", "full")
+REMAT = ("auto", "none", "keep_weights", "dots_saveable", "full")
 DTYPES = ("float32", "bfloat16", "float16")
 
 

@@ -68,7 +68,7 @@ class VisionEncoderDecoderConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     scan_layers: bool = False
-    remat: str = "none"
+    remat: str = "auto"  # see models/layers.py: auto, none, keep_weights, dots_saveable, full
 
     # Generation feeds it images, not token ids (`jaxformer.generate.steps`).
     takes_images: ClassVar[bool] = True

@@ -12,6 +12,7 @@ from jaxformer.nn import attention_kernels, attention_ops, kv_cache
 from jaxformer.nn.context import BlockContext
 from jaxformer.nn.kv_cache import KVCache, MemoryCache
 from jaxformer.nn.linear import Linear
+from jaxformer.nn.platform import compute_platform
 from jaxformer.nn.params import Initializer, normal
 from jaxformer.nn.positions import RopeScaling, alibi_bias, alibi_slopes, apply_rope
 from jaxformer.nn.ring_attention import context_parallelism, ring_attention
@@ -215,7 +216,7 @@ class Attention(nnx.Module):
         `jax.nn.dot_product_attention`, which can take cuDNN's flash kernel."""
         if self.implementation == "einsum":
             return attention_ops.einsum_attention(q, k, v, mask, bias, scale=self.scale)
-        if attention_kernels.blocked_causal_here(causal, jax.default_backend()):
+        if attention_kernels.blocked_causal_here(causal, compute_platform()):
             return attention_ops.blocked_causal_attention(q, k, v, mask, bias,
                                                           scale=self.scale), None
         return attention_ops.xla_attention(q, k, v, mask, bias, scale=self.scale,

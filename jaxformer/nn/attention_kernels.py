@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.nn.chunked_attention import chunked_attention
+from jaxformer.nn.kernel_sharding import per_device
+from jaxformer.nn.platform import compute_platform
 from jaxformer.nn.sparse_attention import SparsePattern
 
 IMPLEMENTATIONS = ("xla", "cudnn", "einsum", "chunked", "splash", "pallas_gpu", "auto")
@@ -192,30 +194,35 @@ def cudnn_attention(q, k, v, *, case: Case, scale: float):
 
 def splash_attention(q, k, v, segment_ids, *, case: Case, scale: float):
     """Splash attention, one example at a time (vmap over the batch), one MQA kernel per key/value
-    head (vmap over the kv heads), q pre-scaled (splash applies no scale)."""
+    head (vmap over the kv heads), q pre-scaled (splash applies no scale); on a mesh, called per
+    device inside `jax.shard_map` (nn/kernel_sharding.py)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    batch, t, heads, d = q.shape
-    kv = k.shape[2]
-    group = heads // kv
-    block = min(128, t)
-    sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
-                          block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block,
-                          block_kv_dq=block)
-    mask = _splash_mask(case, group)
-    kernel = sk.make_splash_mqa_single_device(mask, block_sizes=sizes,
-                                              interpret=jax.default_backend() != "tpu")
-    qg = (q * scale).reshape(batch, t, kv, group, d).transpose(0, 2, 3, 1, 4)  # [b, kv, g, t, d]
-    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, kv, t, d]
+    interpret = compute_platform() != "tpu"
 
-    def one(qg, kh, vh, seg):
-        ids = None if seg is None else sk.SegmentIds(q=seg, kv=seg)
-        return kernel(qg, kh, vh, segment_ids=ids)
+    def local(q, k, v, segment_ids):
+        batch, t, heads, d = q.shape
+        kv = k.shape[2]
+        group = heads // kv
+        block = min(128, t)
+        sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                              block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                              block_q_dq=block, block_kv_dq=block)
+        kernel = sk.make_splash_mqa_single_device(_splash_mask(case, group), block_sizes=sizes,
+                                                  interpret=interpret)
+        qg = (q * scale).reshape(batch, t, kv, group, d).transpose(0, 2, 3, 1, 4)  # [b, kv, g, t, d]
+        kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, kv, t, d]
 
-    per_head = jax.vmap(one, in_axes=(0, 0, 0, None))
-    seg_axis = None if segment_ids is None else 0
-    out = jax.vmap(per_head, in_axes=(0, 0, 0, seg_axis))(qg, kh, vh, segment_ids)
-    return out.transpose(0, 3, 1, 2, 4).reshape(batch, t, heads, d)
+        def one(qg, kh, vh, seg):
+            ids = None if seg is None else sk.SegmentIds(q=seg, kv=seg)
+            return kernel(qg, kh, vh, segment_ids=ids)
+
+        per_head = jax.vmap(one, in_axes=(0, 0, 0, None))
+        seg_axis = None if segment_ids is None else 0
+        out = jax.vmap(per_head, in_axes=(0, 0, 0, seg_axis))(qg, kh, vh, segment_ids)
+        return out.transpose(0, 3, 1, 2, 4).reshape(batch, t, heads, d)
+
+    return per_device(local, q, k, v, segment_ids)
 
 
 def _splash_mask(case: Case, heads: int):
@@ -239,18 +246,24 @@ def _dense_pattern(pattern: SparsePattern, causal: bool, length: int) -> np.ndar
 
 
 def pallas_gpu_attention(q, k, v, segment_ids, *, case: Case, scale: float):
-    """JAX's Pallas (Triton) flash attention; GQA by repeating key/value heads."""
+    """JAX's Pallas (Triton) flash attention; GQA by repeating key/value heads; on a mesh, called
+    per device inside `jax.shard_map` (nn/kernel_sharding.py)."""
     from jax.experimental.pallas.ops.gpu import attention as gpu_attention
 
-    group = q.shape[2] // k.shape[2]
-    if group > 1:
-        k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
-    t = q.shape[1]
-    sizes = gpu_attention.BlockSizes(block_q=min(128, t), block_k=min(128, t),
-                                     block_q_dkv=min(32, t), block_kv_dkv=min(32, t),
-                                     block_q_dq=min(32, t), block_kv_dq=min(32, t))
-    return gpu_attention.mha(q, k, v, segment_ids, sm_scale=scale, causal=case.causal,
-                             block_sizes=sizes, interpret=jax.default_backend() != "gpu")
+    interpret = compute_platform() != "gpu"
+
+    def local(q, k, v, segment_ids):
+        group = q.shape[2] // k.shape[2]
+        if group > 1:
+            k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+        t = q.shape[1]
+        sizes = gpu_attention.BlockSizes(block_q=min(128, t), block_k=min(128, t),
+                                         block_q_dkv=min(32, t), block_kv_dkv=min(32, t),
+                                         block_q_dq=min(32, t), block_kv_dq=min(32, t))
+        return gpu_attention.mha(q, k, v, segment_ids, sm_scale=scale, causal=case.causal,
+                                 block_sizes=sizes, interpret=interpret)
+
+    return per_device(local, q, k, v, segment_ids)
 
 
 def self_attention(q, k, v, segment_ids, *, requested: str, causal: bool,
@@ -260,7 +273,7 @@ def self_attention(q, k, v, segment_ids, *, requested: str, causal: bool,
     case = Case(q_len=q.shape[1], heads=q.shape[2], kv_heads=k.shape[2], head_dim=q.shape[3],
                 dtype=jnp.dtype(q.dtype).name, causal=causal, pattern=pattern,
                 segments=segment_ids is not None, alibi=alibi_slopes is not None,
-                backend=jax.default_backend())
+                backend=compute_platform())
     impl = resolve(requested, case)
     if impl == "chunked":
         return chunked_attention(q, k, v, segment_ids, segment_ids, scale=scale, causal=causal,

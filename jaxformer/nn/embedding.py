@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxformer.nn.params import Initializer, normal, param
+from jaxformer.nn.sharding import gathered
 
 
 def padded(init: Initializer, real_size: int, axis: int) -> Initializer:
@@ -42,13 +43,15 @@ class Embed(nnx.Module):
                                (padded_size, dim), ("vocab", "embed"), param_dtype)
 
     def __call__(self, ids: jax.Array) -> jax.Array:  # [batch, time] -> [batch, time, embed]
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+        table = gathered(self.embedding[...].astype(self.dtype), ("vocab", "embed"), table=True)
+        return jnp.take(table, ids, axis=0)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """[batch, time, embed] -> [batch, time, vocab] float32: products in the compute dtype,
         accumulated in float32 (bf16 logits would round away the small differences that
         sampling and the loss depend on)."""
-        logits = jnp.einsum("btd,vd->btv", x.astype(self.dtype), self.embedding[...].astype(self.dtype),
+        table = gathered(self.embedding[...].astype(self.dtype), ("vocab", "embed"))
+        logits = jnp.einsum("btd,vd->btv", x.astype(self.dtype), table,
                             preferred_element_type=jnp.float32)
         return logits[..., :self.vocab_size]
 
@@ -64,4 +67,5 @@ class LearnedPositions(nnx.Module):
                                param_dtype)
 
     def __call__(self, positions: jax.Array) -> jax.Array:  # [batch, time] -> [batch, time, embed]
-        return jnp.take(self.embedding[...], positions, axis=0).astype(self.dtype)
+        table = gathered(self.embedding[...].astype(self.dtype), ("position", "embed"), table=True)
+        return jnp.take(table, positions, axis=0)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxformer.nn.lora import add_update
 from jaxformer.nn.params import Initializer, normal, param, zeros
+from jaxformer.nn.sharding import gathered
 
 
 class Linear(nnx.Module):
@@ -40,14 +41,16 @@ class Linear(nnx.Module):
         self.dtype = dtype
         # out_dtype float32 with a bf16 `dtype`: bf16 products accumulated in float32 (LM heads).
         self.out_dtype = out_dtype
+        self.kernel_axes = tuple(in_axes) + tuple(out_axes)
         self.kernel = param(
             rngs.params(), init or normal(0.02), in_shape + out_shape, tuple(in_axes) + tuple(out_axes),
             param_dtype,
         )
+        self.bias_axes = tuple(out_axes)
         self.bias = param(rngs.params(), zeros, out_shape, out_axes, param_dtype) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...].astype(self.dtype)
+        kernel = gathered(self.kernel[...].astype(self.dtype), self.kernel_axes)
         # Leading axes flattened into one: with [batch, time, ...] kept apart, XLA:CPU computes the
         # kernel gradient through a fused elementwise+transpose copy that is ~10x slower than the
         # matmul itself (a 4-layer char model trained 1.6x slower per step).
@@ -56,6 +59,6 @@ class Linear(nnx.Module):
                           axes=self.num_in, preferred_element_type=self.out_dtype)
         y = y.reshape(*lead, *y.shape[1:])
         if self.bias is not None:
-            y = y + self.bias[...].astype(y.dtype)
+            y = y + gathered(self.bias[...].astype(y.dtype), self.bias_axes)
         # A LoRA adapter attached by `jaxformer.finetune` (the `lora` attribute; none by default).
         return add_update(self, x, y)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxformer.nn.params import ones, param, zeros
+from jaxformer.nn.sharding import gathered
 
 
 class LayerNorm(nnx.Module):
@@ -20,9 +21,10 @@ class LayerNorm(nnx.Module):
         h = x.astype(jnp.float32)
         mean = h.mean(-1, keepdims=True)
         var = jnp.square(h - mean).mean(-1, keepdims=True)
-        h = (h - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...].astype(jnp.float32)
+        scale = gathered(self.scale[...].astype(jnp.float32), ("embed",))
+        h = (h - mean) * jax.lax.rsqrt(var + self.eps) * scale
         if self.bias is not None:
-            h = h + self.bias[...].astype(jnp.float32)
+            h = h + gathered(self.bias[...].astype(jnp.float32), ("embed",))
         return h.astype(x.dtype)
 
 
@@ -37,7 +39,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x.astype(jnp.float32)
         h = h * jax.lax.rsqrt(jnp.square(h).mean(-1, keepdims=True) + self.eps)
-        return (h * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        return (h * gathered(self.scale[...].astype(jnp.float32), ("embed",))).astype(x.dtype)
 
 
 def make_norm(kind: str, dim: int, *, eps: float, use_bias: bool = True,

@@ -6,10 +6,14 @@ means anything is decided outside the model: inside `jax.set_mesh(mesh)` and
 activation is pinned there; with no rules or no mesh (tests, a single device) it is a no-op.
 """
 
+import contextlib
+import contextvars
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import AxisType, PartitionSpec
 
 MeshAxes = str | tuple[str, ...] | None
@@ -61,3 +65,61 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     if not rules or mesh.empty or any(t != AxisType.Auto for t in mesh.axis_types):
         return x
     return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, x.shape, rules, mesh.shape))
+
+
+# --- weights at their point of use ---
+
+GATHERED_WEIGHT = "gathered_weight"  # the name remat policies know a used weight by
+_WEIGHT_RULES: contextvars.ContextVar = contextvars.ContextVar("weight_rules", default=None)
+
+
+@contextlib.contextmanager
+def weight_rules(rules):
+    """Inside: `gathered` lays weights out with `rules` (logical name -> mesh axes for a weight
+    being used). The parallel layer sets them: its rules less the axes that only store weights
+    (FSDP), so each weight is gathered where it is used, once."""
+    token = _WEIGHT_RULES.set(rules)
+    try:
+        yield
+    finally:
+        _WEIGHT_RULES.reset(token)
+
+
+def gathered(w: jax.Array, logical_axes: Sequence[str | None], *, table: bool = False) -> jax.Array:
+    """Weight `w` (named `logical_axes`) as the computation that uses it needs it: whole along
+    the axes that only shard its storage (FSDP), still split along tensor-parallel ones.
+
+    One constraint per use site gives XLA one gather of the weight for the products it feeds;
+    without it GSPMD may gather a weight again for every product (seen: five gathers of each
+    attention projection in a backward pass, and the token ids gathered across the batch for the
+    embedding's gradient). The gradient goes straight back to the stored layout, so each chip
+    sums only its own shard of it across the batch (a reduce-scatter) and never holds the whole
+    gradient. An embedding `table`'s gradient is a scatter of the batch's rows: it is formed whole
+    and then summed to the stored layout (forming it in that layout would gather every token id
+    across the batch). A no-op without weight rules or an Auto mesh."""
+    use_rules, rules = _WEIGHT_RULES.get(), nn.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if use_rules and not mesh.empty and all(t == AxisType.Auto for t in mesh.axis_types):
+        use = logical_to_spec(logical_axes, w.shape, use_rules, mesh.shape)
+        store = logical_to_spec(logical_axes, w.shape, rules, mesh.shape)
+        w = _gather(w, use, store, table) if use != store else w
+    # The `keep_weights` remat policy (models/layers.py) saves exactly these for the backward pass.
+    return checkpoint_name(w, GATHERED_WEIGHT)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _gather(w, use: PartitionSpec, store: PartitionSpec, table: bool):
+    return jax.lax.with_sharding_constraint(w, use)
+
+
+def _gather_fwd(w, use, store, table):
+    return _gather(w, use, store, table), None
+
+
+def _gather_bwd(use, store, table, _, grad):
+    if table:
+        grad = jax.lax.with_sharding_constraint(grad, use)
+    return (jax.lax.with_sharding_constraint(grad, store),)
+
+
+_gather.defvjp(_gather_fwd, _gather_bwd)

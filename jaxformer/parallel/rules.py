@@ -19,6 +19,7 @@ import jax
 from flax import linen as nn
 
 from jaxformer.errors import ConfigError
+from jaxformer.nn.sharding import weight_rules
 from jaxformer.parallel.mesh import AXES
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
@@ -79,9 +80,23 @@ def _check_mesh_axes(logical: str, mesh_axes):
     return names[0] if len(names) == 1 else names
 
 
+STORAGE_ONLY_AXES = ("fsdp",)  # split a weight's storage, never its use
+
+
+def weight_use_rules(rules: Rules) -> Rules:
+    """`rules` for a weight at its point of use: the storage-only axes (FSDP) removed, so a
+    weight is gathered whole along them and stays split along tensor and expert axes."""
+    def keep(axes):
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        names = tuple(n for n in names if n not in STORAGE_ONLY_AXES)
+        return None if not names else names[0] if len(names) == 1 else names
+    return tuple((logical, keep(axes)) for logical, axes in rules)
+
+
 @contextlib.contextmanager
 def sharding_context(mesh, rules: Rules):
     """Inside: `mesh` is the current mesh and logical names resolve with `rules`, so the model's
-    `constrain` calls take effect while tracing. Wrap jit calls (tracing happens at the first)."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    `constrain` and `gathered` calls take effect while tracing. Wrap jit calls (tracing happens
+    at the first)."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), weight_rules(weight_use_rules(rules)):
         yield

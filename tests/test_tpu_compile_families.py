@@ -1,0 +1,65 @@
+"""Every family's programs compile for TPU slices of three generations and for two slices over
+DCN, and the notebooks' recipes fit Colab's one-chip TPU (v5e-1) as they are.
+
+The reference is the TPU compiler itself: it refuses a program that does not fit a chip, cannot
+lower what a TPU cannot run, and reports the slice's chips; the loops and kernels are read from
+the compiled HLO text with plain regular expressions.
+"""
+
+
+import pytest
+
+from jaxformer.commands.compile import compile_report, load_run_config
+
+NOTEBOOK_RECIPES = ["shakespeare_char_cpu", "bert_shakespeare_cpu", "bert_speakers_cpu",
+                    "transformer_addition_cpu", "vit_digits_cpu", "clip_digits_cpu"]
+
+
+@pytest.mark.parametrize("preset", NOTEBOOK_RECIPES)
+def test_each_notebook_recipe_fits_colabs_tpu(preset):
+    report = compile_report(load_run_config(preset, [], 1), "v5e-1")
+    assert report["fits"] and report["chips"] == 1
+    assert report["memory_bytes_per_chip"]["total"] < report["hbm_bytes_per_chip"]
+    assert report["compiler_flops_per_chip"] > 0
+
+
+def test_image_to_text_trains_and_decodes_on_four_chips():
+    config = load_run_config("image_to_text_digits_cpu", ["mesh.data=4", "train.batch_size=8"], 1)
+    train = compile_report(config, "v5e-4")
+    assert train["fits"] and train["mesh"]["data"] == 4
+    decode = compile_report(config, "v5e-4", program="generate")
+    assert decode["loops"], "the decoding scan is a loop of the compiled program"
+
+
+def test_the_encoder_decoder_decode_loop_compiles():
+    report = compile_report(load_run_config("transformer_addition_cpu", [], 1), "v5e-1",
+                            program="generate")
+    assert report["fits"] and report["loops"]
+
+
+def test_a_scanned_llama_trains_and_decodes_on_v5p():
+    overrides = ["model.scan_layers=true", "mesh.data=1", "mesh.fsdp=4", "train.batch_size=8",
+                 "train.seq_len=128", "model.attention_impl=auto"]
+    config = load_run_config("tiny-llama", overrides, 1)
+    train = compile_report(config, "v5p-8")
+    assert train["chip"] == "v5p" and train["chips"] == 4 and train["fits"]
+    assert 2 in train["loops"]  # the two layers, scanned
+    assert train["attention_impl"] == "splash" and train["mosaic_kernels"] > 0
+    decode = compile_report(config, "v5p-8", program="generate")
+    assert decode["fits"] and decode["loops"]
+
+
+def test_v6e_compiles_the_train_step():
+    config = load_run_config("tiny-gpt2", ["mesh.fsdp=4", "mesh.data=1", "train.batch_size=8",
+                                           "train.seq_len=128"], 1)
+    report = compile_report(config, "v6e-4")
+    assert report["chip"] == "v6e" and report["fits"]
+
+
+def test_two_slices_over_dcn_split_the_data_axis():
+    config = load_run_config("tiny-gpt2", ["mesh.fsdp=4", "train.batch_size=8",
+                                           "train.seq_len=128"], slices=2)
+    report = compile_report(config, "v5e-4", slices=2)
+    assert report["chips"] == 8 and report["slices"] == 2
+    assert report["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
+    assert report["collectives"]["all-reduce"]["count"] > 0  # gradients summed across slices
