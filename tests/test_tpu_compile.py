@@ -207,3 +207,32 @@ def test_the_decode_loop_compiles_with_its_scan_counted():
     assert 63 in report["loops"]  # 64 new tokens: the first from prefill, 63 scanned steps
     assert report["estimate"]["source"] == "roofline"  # XLA counts a loop body once
     assert report["compiler_flops_per_chip"] > report["xla_cost_analysis"]["flops"]  # loop counted
+
+
+def test_a_scanned_model_counts_as_many_flops_as_the_unrolled_one():
+    """XLA's cost analysis counts a loop body once; the report multiplies by the trip count, so
+    scanning the layers changes nothing it counts."""
+    reports = {scan: compile_report(load_run_config("tiny-gpt2", TINY + [f"model.scan_layers={scan}"], 1),
+                                    "v5e-4") for scan in ("false", "true")}
+    unrolled, scanned = reports["false"], reports["true"]
+    assert 2 in scanned["loops"] and not unrolled["loops"]
+    assert scanned["compiler_flops_per_chip"] == pytest.approx(unrolled["compiler_flops_per_chip"], rel=0.02)
+    assert scanned["xla_cost_analysis"]["flops"] < 0.8 * unrolled["xla_cost_analysis"]["flops"]
+    gathers = scanned["collectives"]["all-gather"]
+    assert gathers["executed"] > gathers["count"]
+
+
+def test_plan_compiles_the_candidates_and_picks_the_fastest_that_fits(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["plan", "tiny-gpt2", "--topology", "v5e-4", "--remat", "full", "--json", str(out),
+                 "train.batch_size=8", "train.seq_len=128", "model.attention_impl=auto"]) == 0
+    plan = json.loads(out.read_text())
+    fitting = [c for c in plan["candidates"] if c["fits"]]
+    meshes = {tuple(o for o in c["overrides"] if o.startswith("mesh.")) for c in plan["candidates"]}
+    assert ("mesh.data=1", "mesh.fsdp=4") in meshes and ("mesh.data=4", "mesh.fsdp=1") in meshes
+    assert ("mesh.data=1", "mesh.fsdp=2", "mesh.tensor=2") in meshes
+    fastest = min(c["estimate"]["step_seconds"] for c in fitting)
+    assert plan["estimate"]["step_seconds"] == fastest
+    assert plan["overrides"] == next(c["overrides"] for c in fitting
+                                     if c["estimate"]["step_seconds"] == fastest)
+    assert "winner: " + " ".join(plan["overrides"]) in capsys.readouterr().out

@@ -86,7 +86,12 @@ def compile_report(config, topology_name: str, slices: int = 1, program: str = "
         payload, _, _ = serialize_executable.serialize(compiled.compiled)
         with open(save, "wb") as f:
             f.write(payload)
-    return build_report(compiled, topology, plan.mesh, attention_impl=attention_used(config))
+    report = build_report(compiled, topology, plan.mesh, attention_impl=attention_used(config))
+    if report["mosaic_kernels"]:  # the compiled program says what ran, whatever was asked
+        report["attention_impl"] = "splash"
+    elif report["attention_impl"] == "splash":
+        report["attention_impl"] = "chunked (splash cannot run this case)"
+    return report
 
 
 _OOM = re.compile(r"RESOURCE_EXHAUSTED: Ran out of memory.*?\(([\d.]+)([KMGT])\) exceeds")

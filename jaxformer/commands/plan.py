@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run settings kept in every candidate, e.g. train.batch_size=64")
     parser.add_argument("--topology", required=True, help="TPU slice: v5e-8, v5e-256, v5p-128, ...")
     parser.add_argument("--slices", type=int, default=1, help="slices joined over DCN")
+    parser.add_argument("--remat", nargs="+", default=["none", "keep_weights", "full"],
+                        choices=["none", "keep_weights", "dots_saveable", "full"],
+                        help="remat policies to try (default: none keep_weights full)")
     parser.add_argument("--json", metavar="FILE",
                         help="write the winner's report with its `overrides` and every candidate")
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     load = lambda overrides: load_run_config(args.config, overrides, args.slices)  # noqa: E731
     tried = plan(list(args.overrides), chips,
                  lambda overrides: compile_report(load(overrides), args.topology, args.slices),
-                 load, say=lambda line: print(line, flush=True))
+                 load, say=lambda line: print(line, flush=True), remats=tuple(args.remat))
     print(table(tried))
     best = tried[0] if tried and tried[0].fits else None
     if args.json:

@@ -132,17 +132,19 @@ def conv_flops(instruction: hlo.Instruction, types: dict[str, str]) -> float:
 
 
 def splash_flops(instruction: hlo.Instruction, types: dict[str, str], density: float) -> float:
-    """A splash kernel's matrix-product FLOPs: its query block [..., t, d] against as many keys,
-    times the fraction of blocks the mask leaves live (`density`)."""
+    """A splash kernel's matrix-product FLOPs, from its operands: the queries [..., t_q, d] (the
+    first floating-point operand; its leading axes are the batch, key/value heads and the heads
+    of each group, whichever the program kept) against the keys [..., t_k, d] (the second), times
+    the fraction of blocks the mask leaves live (`density`)."""
     kind = next((k for k in ("dkv", "dq", "fwd") if f"_{k}" in instruction.name), None)
     if kind is None:
         return 0.0
-    shapes = [hlo.arrays(types.get(o, "")) for o in instruction.operands]
-    queries = [s[0][1] for s in shapes if s and len(s[0][1]) == 5]  # [batch, kv, group, t, d]
-    if not queries:
+    floats = [a[0][1] for a in (hlo.arrays(types.get(o, "")) for o in instruction.operands)
+              if a and a[0][0] in ("bf16", "f32", "f16") and len(a[0][1]) >= 2]
+    if len(floats) < 2:
         return 0.0
-    b, kv, g, t, d = queries[0]
-    return 2.0 * _SPLASH_MATMULS[kind] * b * kv * g * t * t * d * density
+    queries, keys = floats[0], floats[1]
+    return 2.0 * _SPLASH_MATMULS[kind] * math.prod(queries) * keys[-2] * density
 
 
 @dataclasses.dataclass
@@ -203,13 +205,47 @@ def analyse(text: str, *, peak_flops: float, hbm_bytes_per_s: float, ici_bytes_p
             elif ins.opcode == "custom-call" and "tpu_custom_call" in ins.attrs:
                 kernels += 1
                 op_flops = splash_flops(ins, types, attention_density)
-            moved = hlo.nbytes(ins.type) + sum(hlo.nbytes(types.get(o, "")) for o in ins.operands)
+            moved = kernel_bytes(ins, types, computations)
             flops += n * op_flops
             hbm += n * moved
             compute_s += n * max(op_flops / peak_flops, moved / hbm_bytes_per_s)
     comm_s = sum(c["traffic_bytes"] for c in collectives.values()) / ici_bytes_per_s
     return ProgramCosts(collectives, kernels, flops, hbm, compute_s, comm_s,
                         hlo.loop_trip_counts(computations))
+
+
+def kernel_bytes(ins: hlo.Instruction, types: dict[str, str],
+                 computations: dict[str, hlo.Computation]) -> int:
+    """HBM bytes one kernel reads and writes: its operands and result, except that a fused
+    `dynamic-slice` of an operand reads only the slice, and a fusion whose result is a
+    `dynamic-update-slice` of an operand writes only the update, in place (what a scan over
+    layers does to its stacked weights and saved activations)."""
+    operand_bytes = [hlo.nbytes(types.get(o, "")) for o in ins.operands]
+    result = hlo.nbytes(ins.type)
+    fused = next((computations.get(c) for k, c in hlo.callees(ins) if k == "calls"), None)
+    if ins.opcode != "fusion" or fused is None or not fused.instructions:
+        return result + sum(operand_bytes)
+    params = {}
+    for i in fused.instructions:
+        if i.opcode == "parameter" and i.operands:
+            try:
+                params[i.name] = int(i.operands[0])
+            except ValueError:
+                pass
+    inner = fused.types()
+    for i in fused.instructions:
+        if i.opcode == "dynamic-slice" and i.operands and i.operands[0] in params:
+            index = params[i.operands[0]]
+            if index < len(operand_bytes):
+                operand_bytes[index] = min(operand_bytes[index], hlo.nbytes(i.type))
+    root = fused.instructions[-1]
+    if root.opcode == "dynamic-update-slice" and len(root.operands) > 1 and root.operands[0] in params:
+        index = params[root.operands[0]]
+        update = hlo.nbytes(inner.get(root.operands[1], ""))
+        if index < len(operand_bytes):
+            operand_bytes[index] = 0
+        result = update
+    return result + sum(operand_bytes)
 
 
 def _moved(ins: hlo.Instruction, types: dict[str, str]) -> int:

@@ -60,11 +60,12 @@ def mesh_candidates(chips: int, model, batch_size: int) -> list[dict[str, int]]:
     return meshes
 
 
-def candidates(config, chips: int, accum: tuple[int, ...] = (1,)) -> list[list[str]]:
+def candidates(config, chips: int, accum: tuple[int, ...] = (1,),
+               remats: tuple[str, ...] = REMATS) -> list[list[str]]:
     out = []
     for steps in accum:
         for mesh in mesh_candidates(chips, config.model, config.train.batch_size):
-            for remat in REMATS:
+            for remat in remats:
                 overrides = [f"mesh.{k}={v}" for k, v in mesh.items()]
                 overrides += [f"model.remat={remat}", "model.scan_layers=true"]
                 if steps > 1:
@@ -74,13 +75,14 @@ def candidates(config, chips: int, accum: tuple[int, ...] = (1,)) -> list[list[s
 
 
 def plan(base_overrides: list[str], chips: int, compile_one: Callable[[list[str]], dict],
-         load: Callable[[list[str]], object], say: Callable[[str], None] = print) -> list[Candidate]:
+         load: Callable[[list[str]], object], say: Callable[[str], None] = print,
+         remats: tuple[str, ...] = REMATS) -> list[Candidate]:
     """Compile every candidate (then with 2 and 4 micro-batches if none fits); return them all,
     the fastest that fits first."""
     config = load(base_overrides)
     tried: list[Candidate] = []
     for accum in ((1,), (2, 4)):
-        for overrides in candidates(config, chips, accum):
+        for overrides in candidates(config, chips, accum, remats):
             candidate = Candidate(overrides)
             try:
                 candidate.report = compile_one(base_overrides + overrides)

@@ -162,8 +162,15 @@ def compile_generate(config: Config, plan: ParallelPlan, *, batch_size: int | No
 def compile_program(kind: str, config: Config, plan: ParallelPlan, **options) -> Program:
     if kind not in PROGRAMS:
         raise UserError(f"--program {kind}: use one of {', '.join(PROGRAMS)}")
-    return {"train": compile_train, "eval": compile_eval, "generate": compile_generate}[kind](
-        config, plan, **options)
+    build = {"train": compile_train, "eval": compile_eval, "generate": compile_generate}[kind]
+    # An executable for compile-only devices cannot be loaded back from JAX's persistent cache
+    # (it has no client to load onto), so it is kept out of it.
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        return build(config, plan, **options)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
 
 
 def shard_bytes(tree) -> int:
