@@ -24,13 +24,21 @@ SHARDED = ["mesh.data=1", "mesh.fsdp=4", "train.batch_size=8", "train.seq_len=12
            "model.attention_impl=auto"]
 
 
-@pytest.mark.parametrize("case", [["data.packing=true"], ["model.sliding_window=32"],
+@pytest.mark.parametrize("case", [["data.packing=true", "model.sliding_window=32"],
                                   ["model.sparse_pattern=strided", "model.sparse_stride=32"]],
-                         ids=["packed", "sliding", "sparse"])
+                         ids=["packed-sliding", "sparse"])
 def test_splash_lowers_every_mask_on_four_chips(case):
     report = compile_report(load_run_config("tiny-gpt2", SHARDED + case, 1), "v5e-4")
     assert report["attention_impl"] == "splash"
     assert report["mosaic_kernels"] == 8  # per layer: forward, its recomputation (remat auto), dq, dkv
+
+
+def test_a_length_splash_cannot_tile_on_a_tpu_falls_back_to_chunked():
+    """The TPU kernel computes keys 128 at a time (interpret mode would take 64)."""
+    overrides = ["mesh.data=1", "mesh.fsdp=4", "train.batch_size=8", "train.seq_len=64",
+                 "model.attention_impl=auto"]
+    report = compile_report(load_run_config("tiny-gpt2", overrides, 1), "v5e-4")
+    assert report["mosaic_kernels"] == 0 and report["attention_impl"].startswith("chunked")
 
 
 def test_splash_splits_heads_over_a_tensor_axis_with_grouped_kv_heads():
