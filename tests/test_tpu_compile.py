@@ -13,15 +13,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxformer.cli import main
 from jaxformer.commands.compile import compile_report, load_run_config
 from jaxformer.compile.analysis import analyse
 from jaxformer.compile.programs import compile_program
+from jaxformer.compile.report import build_report
 from jaxformer.compile.topology import CHIPS, GiB, compile_only_devices, parse_topology
 from jaxformer.errors import UserError
+from jaxformer.models import build_model
+from jaxformer.models.costs import count_params
+from jaxformer.nn.context import BlockContext
 from jaxformer.parallel import ParallelPlan
+from jaxformer.presets import load_model_config
 
 TINY = ["mesh.data=1", "mesh.fsdp=4", "train.batch_size=8", "train.seq_len=128",
         "model.attention_impl=auto"]
@@ -76,9 +82,7 @@ def test_splash_runs_on_a_sharded_tpu_mesh(tiny_train):
 
 def test_report_numbers_are_those_of_the_compiled_program(tiny_train):
     config, topology, plan, program = tiny_train
-    from jaxformer.compile.report import build_report
-
-    report = build_report(program, topology, plan.mesh, attention_impl="splash")
+    report = build_report(program, topology, plan.mesh)
     memory = program.compiled.memory_analysis()
     m = report["memory_bytes_per_chip"]
     assert m["temporaries"] == memory.temp_size_in_bytes
@@ -144,8 +148,6 @@ def test_memory_matches_a_hand_count_of_weights_moments_and_gradients():
                  "model.attention_impl=auto", "model.remat=full"]
     config = load_run_config("tiny-gpt2", overrides, 1)
     report = compile_report(config, "v5e-4")
-    from jaxformer.models.costs import count_params
-
     n = count_params(config.model) + (config.model.padded_vocab_size - config.model.vocab_size) * 1024
     m = report["memory_bytes_per_chip"]
     assert m["parameters"] == pytest.approx(4 * n, rel=1e-2)
@@ -172,12 +174,6 @@ def test_the_roofline_agrees_with_xla_on_a_single_matmul_and_counts_one_layer_as
     assert costs.flops == 2 * 8192 ** 3
     assert costs.compute_seconds == pytest.approx(xla["optimal_seconds"], rel=0.01)
     assert costs.compute_seconds == pytest.approx(2 * 8192 ** 3 / 197e12, rel=0.01)
-
-    from flax import nnx
-
-    from jaxformer.models import build_model
-    from jaxformer.nn.context import BlockContext
-    from jaxformer.presets import load_model_config
 
     config = load_model_config("gpt2-small", num_layers=1, dtype="bfloat16", attention_impl="xla")
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0))))
@@ -212,10 +208,8 @@ def test_the_decode_loop_compiles_with_its_scan_counted():
 def test_a_scanned_model_counts_as_many_flops_as_the_unrolled_one(tiny_train):
     """XLA's cost analysis counts a loop body once; the report multiplies by the trip count, so
     scanning the layers changes nothing it counts."""
-    from jaxformer.compile.report import build_report
-
     _, topology, plan, program = tiny_train
-    unrolled = build_report(program, topology, plan.mesh, attention_impl="splash")
+    unrolled = build_report(program, topology, plan.mesh)
     scanned = compile_report(load_run_config("tiny-gpt2", TINY + ["model.scan_layers=true"], 1), "v5e-4")
     assert 2 in scanned["loops"] and not unrolled["loops"]
     assert scanned["compiler_flops_per_chip"] == pytest.approx(unrolled["compiler_flops_per_chip"], rel=0.02)

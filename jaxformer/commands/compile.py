@@ -12,6 +12,14 @@ import os
 import re
 import sys
 
+from jax.experimental import serialize_executable
+
+from jaxformer.compile.programs import compile_program
+from jaxformer.compile.report import build_report, format_report, write_json
+from jaxformer.compile.topology import GiB, compile_only_devices, parse_topology
+from jaxformer.config import load_config
+from jaxformer.parallel import ParallelPlan
+
 FIT_HINTS = ("mesh.fsdp=-1 (shard parameters and optimizer state over every chip)",
              "model.remat=full (keep only each layer's input for the backward pass)",
              "a smaller train.batch_size, or optimizer.grad_accum_steps > 1")
@@ -36,40 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_run_config(config: str, overrides: list[str], slices: int):
-    from jaxformer.config import load_config
-
     overrides = list(overrides)
     if slices > 1 and not any(o.startswith("mesh.dcn_data=") for o in overrides):
         overrides.append(f"mesh.dcn_data={slices}")
     return load_config(config, overrides)
 
 
-def attention_used(config) -> str:
-    """What the model's self-attention runs on a TPU mesh (`attention_impl` resolved there)."""
-    from jaxformer.nn import attention_kernels
-
-    model = config.model
-    requested = getattr(model, "attention_impl", "xla")
-    if requested != "auto":
-        return requested
-    heads = getattr(model, "num_heads", None) or getattr(getattr(model, "encoder", None), "num_heads", 1)
-    case = attention_kernels.Case(
-        q_len=config.train.seq_len, heads=heads, kv_heads=getattr(model, "kv_heads", heads),
-        head_dim=getattr(model, "head_size", 64), dtype=getattr(model, "dtype", "float32"),
-        causal=model.family == "decoder", pattern=getattr(model, "pattern", None),
-        segments=bool(config.data.packing), alibi=getattr(model, "position", "") == "alibi",
-        backend="tpu")
-    return attention_kernels.auto_choice(case)[0]
-
-
 def compile_report(config, topology_name: str, slices: int = 1, program: str = "train",
                    save: str | None = None) -> dict:
     """Compile `program` of `config` for the slice and return the report (see compile/report.py)."""
-    from jaxformer.compile.programs import compile_program
-    from jaxformer.compile.report import build_report
-    from jaxformer.compile.topology import compile_only_devices, parse_topology
-    from jaxformer.parallel import ParallelPlan
-
     topology = parse_topology(topology_name, slices)
     devices = compile_only_devices(topology)
     plan = ParallelPlan.from_config(config.mesh, devices=devices)
@@ -81,17 +64,10 @@ def compile_report(config, topology_name: str, slices: int = 1, program: str = "
             raise
         return no_fit_report(topology, plan.mesh, program, needed, str(e).splitlines()[0])
     if save:
-        from jax.experimental import serialize_executable
-
         payload, _, _ = serialize_executable.serialize(compiled.compiled)
         with open(save, "wb") as f:
             f.write(payload)
-    report = build_report(compiled, topology, plan.mesh, attention_impl=attention_used(config))
-    if report["mosaic_kernels"]:  # the compiled program says what ran, whatever was asked
-        report["attention_impl"] = "splash"
-    elif report["attention_impl"] == "splash":
-        report["attention_impl"] = "chunked (splash cannot run this case)"
-    return report
+    return build_report(compiled, topology, plan.mesh)
 
 
 _OOM = re.compile(r"RESOURCE_EXHAUSTED: Ran out of memory.*?\(([\d.]+)([KMGT])\) exceeds")
@@ -116,9 +92,6 @@ def no_fit_report(topology, mesh, program: str, needed: float, message: str) -> 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host compiles; libtpu need not own a TPU
-    from jaxformer.compile.report import format_report, write_json
-    from jaxformer.compile.topology import GiB
-
     config = load_run_config(args.config, args.overrides, args.slices)
     report = compile_report(config, args.topology, args.slices, args.program, args.save)
     if "estimate" in report:  # compiled (a refused program has only what it needs)

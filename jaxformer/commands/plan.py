@@ -11,6 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+from jaxformer.commands.compile import compile_report, load_run_config
+from jaxformer.compile.plan import plan, table
+from jaxformer.compile.report import format_report
+from jaxformer.compile.topology import parse_topology
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a preset name or a YAML file")
@@ -27,10 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from jaxformer.commands.compile import compile_report, load_run_config
-    from jaxformer.compile.plan import plan, table
-    from jaxformer.compile.report import format_report
-    from jaxformer.compile.topology import parse_topology
 
     topology = parse_topology(args.topology, args.slices)
     chips = topology.chips_per_slice

@@ -28,7 +28,7 @@ from jaxformer.models import abstract_model
 from jaxformer.nn.sharding import logical_to_spec
 from jaxformer.parallel import ParallelPlan
 from jaxformer.parallel.batch import batch_sharding
-from jaxformer.parallel.state import abstract_state, named_shardings, with_shardings
+from jaxformer.parallel.state import named_shardings, with_shardings
 from jaxformer.tasks import make_task
 from jaxformer.train.eval import make_eval_step
 from jaxformer.train.optimizer import make_optimizer
@@ -58,11 +58,11 @@ def _spec_over_batch(mesh, rules, shape) -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(logical, shape, rules, dict(mesh.shape)))
 
 
-def _batch(task, config: Config, plan: ParallelPlan) -> dict:
-    """The abstract batch of one call: accumulation's micro-batches and `steps_per_call` stacked
-    ahead of the rows, as the loop stacks them."""
+def _batch(task, config: Config, plan: ParallelPlan, *, stacked: bool = True) -> dict:
+    """The abstract batch of one call: for a train step (`stacked`), accumulation's micro-batches
+    and `steps_per_call` stacked ahead of the rows, as the loop stacks them."""
     accum, steps = config.optimizer.grad_accum_steps, config.train.steps_per_call
-    leading = (steps,) * (steps > 1) + (accum,) * (accum > 1)
+    leading = ((steps,) * (steps > 1) + (accum,) * (accum > 1)) if stacked else ()
     out = {}
     for name, spec in task.batch_spec(config.train.batch_size).items():
         shape = leading + tuple(spec.shape)
@@ -87,12 +87,17 @@ def prepared_task(config: Config):
     return config, task
 
 
+def _abstract_state(config: Config, plan: ParallelPlan):
+    """The run's train state as sharded ShapeDtypeStructs: what the loop would create. Called
+    outside the mesh's context: the seed's key is made on the host, not on compile-only chips."""
+    return plan.abstract(functools.partial(init_train_state, config, jax.random.PRNGKey(0)))
+
+
 def compile_train(config: Config, plan: ParallelPlan) -> Program:
     config, task = prepared_task(config)
-    init = functools.partial(init_train_state, config, jax.random.PRNGKey(0))
+    state = _abstract_state(config, plan)
     with plan.context():
-        state = abstract_state(init, plan.mesh, plan.rules)
-        shardings = named_shardings(jax.eval_shape(init), plan.mesh, plan.rules)
+        shardings = jax.tree.map(lambda a: a.sharding, state)
         step = make_train_step(model_graphdef(config), make_optimizer(config.optimizer), config,
                                task, state_shardings=shardings)
         batch = _batch(task, config, plan)
@@ -107,12 +112,9 @@ def compile_train(config: Config, plan: ParallelPlan) -> Program:
 
 def compile_eval(config: Config, plan: ParallelPlan) -> Program:
     config, task = prepared_task(config)
-    init = functools.partial(init_train_state, config, jax.random.PRNGKey(0))
+    state = _abstract_state(config, plan)
     with plan.context():
-        state = abstract_state(init, plan.mesh, plan.rules)
-        batch = {name: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding(
-                     plan.mesh, plan.rules, s.shape)) for name, s in
-                 task.batch_spec(config.train.batch_size).items()}
+        batch = _batch(task, config, plan, stacked=False)
         lowered = make_eval_step(model_graphdef(config), task).lower(state.params, state.frozen, batch)
         compiled = lowered.compile()
     return Program("eval", lowered, compiled, {"params": state.params, "frozen": state.frozen},

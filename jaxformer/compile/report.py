@@ -14,6 +14,7 @@ from jaxformer.compile.analysis import COLLECTIVES, analyse
 from jaxformer.compile.programs import Program, shard_bytes
 from jaxformer.compile.topology import GiB, Topology
 from jaxformer.models.costs import flops_per_token
+from jaxformer.nn import attention_kernels
 
 
 def attention_density(config) -> float:
@@ -33,7 +34,27 @@ def model_flops(program: Program, config) -> float:
     return per_token * program.tokens * (1.0 if program.kind == "train" else 1 / 3)
 
 
-def build_report(program: Program, topology: Topology, mesh, *, attention_impl: str) -> dict:
+def attention_used(config, mosaic_kernels: int) -> str:
+    """What the model's self-attention ran in a program compiled for TPUs: splash where the
+    program holds Mosaic kernels, else `attention_impl` as resolved on a TPU."""
+    if mosaic_kernels:
+        return "splash"
+    model = config.model
+    requested = getattr(model, "attention_impl", "xla")
+    if requested != "auto":
+        return requested
+    heads = getattr(model, "num_heads", None) or getattr(getattr(model, "encoder", None), "num_heads", 1)
+    case = attention_kernels.Case(
+        q_len=config.train.seq_len, heads=heads, kv_heads=getattr(model, "kv_heads", heads),
+        head_dim=getattr(model, "head_size", 64), dtype=getattr(model, "dtype", "float32"),
+        causal=model.family == "decoder", pattern=getattr(model, "pattern", None),
+        segments=bool(config.data.packing), alibi=getattr(model, "position", "") == "alibi",
+        backend="tpu")
+    choice = attention_kernels.auto_choice(case)[0]
+    return choice if choice != "splash" else "chunked (splash cannot run this case)"
+
+
+def build_report(program: Program, topology: Topology, mesh) -> dict:
     compiled, config = program.compiled, program.config
     chip = topology.chip
     memory = compiled.memory_analysis()
@@ -80,7 +101,7 @@ def build_report(program: Program, topology: Topology, mesh, *, attention_impl: 
                         for kind, c in costs.collectives.items()},
         "mosaic_kernels": costs.mosaic_kernels,
         "loops": costs.loops,
-        "attention_impl": attention_impl,
+        "attention_impl": attention_used(config, costs.mosaic_kernels),
         "tokens_per_call": program.tokens,
         "estimate": {"source": source, "step_seconds": seconds,
                      "roofline_compute_seconds": costs.compute_seconds,

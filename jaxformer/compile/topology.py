@@ -11,9 +11,12 @@ is accepted too.
 """
 
 import dataclasses
+import importlib.util
 import math
 import os
 import re
+
+from jax.experimental import topologies
 
 from jaxformer.errors import UserError
 
@@ -129,19 +132,15 @@ def compile_only_devices(topology: Topology) -> list:
     # workers) may load it at once.
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    try:
-        from jax.experimental import topologies
-    except ImportError as e:  # pragma: no cover - part of jax
-        raise UserError(f"jax.experimental.topologies is missing: {e}") from None
+    if importlib.util.find_spec("libtpu") is None:
+        raise UserError('compiling for TPUs needs libtpu: pip install "jax[tpu]" (the same version '
+                        'as jax)')
     try:
         desc = topologies.get_topology_desc(
             platform="tpu", topology_name=topology.libtpu_name,
             chip_config_name=topology.chip.chip_config,
             chips_per_host_bounds=_host_bounds(topology), num_slices=topology.slices)
-    except Exception as e:  # libtpu missing, or a shape it refuses
+    except Exception as e:  # noqa: BLE001 - a shape libtpu refuses: its own words, on one line
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "libtpu" in detail.lower() or "tpu" not in detail.lower() and "not found" in detail.lower():
-            raise UserError(f"compiling for TPUs needs libtpu: pip install \"jax[tpu]\" "
-                            f"(same version as jax); {detail}") from None
         raise UserError(f"libtpu cannot describe {topology.describe()}: {detail}") from None
     return list(desc.devices)

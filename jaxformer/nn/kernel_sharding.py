@@ -7,6 +7,7 @@ device's block: the batch split as the logical rules split "batch", the heads as
 instead, nn/ring_attention.py). Without a mesh, or on one device, the kernel is called directly.
 """
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -19,13 +20,6 @@ from jaxformer.nn.sharding import logical_to_spec
 
 def _axes(entry) -> tuple[str, ...]:
     return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-
-
-def _size(axes: tuple[str, ...], sizes) -> int:
-    n = 1
-    for name in axes:
-        n *= sizes[name]
-    return n
 
 
 def per_device(kernel: Callable, q: jax.Array, k: jax.Array, v: jax.Array,
@@ -44,15 +38,14 @@ def per_device(kernel: Callable, q: jax.Array, k: jax.Array, v: jax.Array,
     sizes = dict(mesh.shape)
     batch_spec = logical_to_spec(("batch",), q.shape[:1], rules, sizes)[0] if rules else None
     head_axes = _axes(logical_to_spec(("heads",), q.shape[2:3], rules, sizes)[0]) if rules else ()
-    split = _size(head_axes, sizes)
-    heads, kv_heads = q.shape[2], k.shape[2]
+    split = math.prod(sizes[name] for name in head_axes)
+    kv_heads = k.shape[2]
     if split > 1 and kv_heads % split:
         if split % kv_heads == 0:
             repeat = split // kv_heads
             k, v = jnp.repeat(k, repeat, axis=2), jnp.repeat(v, repeat, axis=2)
         else:
             head_axes = ()
-    del heads
     head_spec = None if not head_axes else head_axes[0] if len(head_axes) == 1 else head_axes
     qkv_spec = PartitionSpec(batch_spec, None, head_spec, None)
     seg_spec = PartitionSpec(batch_spec, None)
