@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-from jaxformer.nn import moe as moe_lib
+from jaxformer.nn import moe_dispatch
 from jaxformer.nn.sharding import logical_to_spec
 
 EXPERT_AXIS = "expert"
@@ -71,7 +71,7 @@ def expert_parallel(moe, x, token_mask, *, training: bool):
         for k, dims in gather_axes.items():
             for dim, axes in dims:
                 w[k] = jax.lax.all_gather(w[k], axes, axis=dim, tiled=True)
-        experts, weights, sums = moe_lib.route(moe, w["router"], x, token_mask)
+        experts, weights, sums = moe_dispatch.route(moe, w["router"], x, token_mask)
         if moe.dispatch == "dropless":
             y, dropped = _dropless(moe, w, x, token_mask, experts, weights, ep)
         else:
@@ -91,14 +91,14 @@ def expert_parallel(moe, x, token_mask, *, training: bool):
 def _capacity(moe, w, x, token_mask, experts, weights, training):
     """GShard dispatch: buffers to the experts' devices and back, one all-to-all each way."""
     capacity = moe.capacity(x.shape[1], training)
-    slot, keep = moe_lib.capacity_positions(moe, experts, token_mask, capacity)
-    buffer = moe_lib.dispatch_capacity(moe, x.astype(moe.dtype), experts, keep, slot, capacity)
+    slot, keep = moe_dispatch.capacity_positions(moe, experts, token_mask, capacity)
+    buffer = moe_dispatch.dispatch_capacity(moe, x.astype(moe.dtype), experts, keep, slot, capacity)
     # [E, rows, C, d] -> [E / ep, ep * rows, C, d]: every device's tokens for my experts
     buffer = jax.lax.all_to_all(buffer, EXPERT_AXIS, split_axis=0, concat_axis=1, tiled=True)
-    y_buffer = moe_lib.capacity_experts(moe, w, buffer)
+    y_buffer = moe_dispatch.capacity_experts(moe, w, buffer)
     y_buffer = jax.lax.all_to_all(y_buffer, EXPERT_AXIS, split_axis=1, concat_axis=0, tiled=True)
     dropped = jnp.sum((~keep) & token_mask[..., None]).astype(jnp.float32)
-    return moe_lib.combine_capacity(y_buffer, experts, keep, slot, weights), dropped
+    return moe_dispatch.combine_capacity(y_buffer, experts, keep, slot, weights), dropped
 
 
 def _dropless(moe, w, x, token_mask, experts, weights, ep):
@@ -108,7 +108,7 @@ def _dropless(moe, w, x, token_mask, experts, weights, ep):
     xs, es, ws, ms = gather(x), gather(experts), gather(weights), gather(token_mask)
     local = moe.num_experts // ep
     first = jax.lax.axis_index(EXPERT_AXIS) * local
-    y = moe_lib.dropless_experts(moe, w, xs.reshape(ep * b * t, d), es.reshape(ep * b * t, -1),
+    y = moe_dispatch.dropless_experts(moe, w, xs.reshape(ep * b * t, d), es.reshape(ep * b * t, -1),
                                  ws.reshape(ep * b * t, -1), ms.reshape(-1), first_expert=first)
     y = jax.lax.psum_scatter(y.reshape(ep * b, t, d), EXPERT_AXIS, scatter_dimension=0, tiled=True)
     return y, jnp.float32(0.0)
