@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxformer.cli import main
 from jaxformer.commands.compile import compile_report, load_run_config
 from jaxformer.compile.analysis import analyse
+from jaxformer.compile.plan import plan as plan_candidates
 from jaxformer.compile.programs import compile_program
 from jaxformer.compile.report import build_report
 from jaxformer.compile.topology import CHIPS, GiB, compile_only_devices, parse_topology
@@ -130,12 +131,29 @@ def test_the_command_writes_the_json_keys_and_agrees_with_the_report(tmp_path, c
 
 
 def test_a_program_that_does_not_fit_exits_1_with_what_to_try(capsys):
-    # ~1.6 billion parameters: 26 GB of weights, moments and gradients on one 16 GiB chip.
-    code = main(["compile", "tiny-gpt2", "--topology", "v5e-1", "model.d_model=8192",
-                 "model.num_heads=64", "train.batch_size=1", "train.seq_len=128"])
-    err = capsys.readouterr().err
+    # ~1.6 billion parameters: 19 GB of float32 weights and AdamW moments on one 16 GiB chip,
+    # refused before compiling.
+    overrides = ["model.d_model=8192", "model.num_heads=64", "train.batch_size=1",
+                 "train.seq_len=128"]
+    report = compile_report(load_run_config("tiny-gpt2", overrides, 1), "v5e-1")
+    n = count_params(load_run_config("tiny-gpt2", overrides, 1).model)
+    assert not report["fits"] and "alone need" in report["compiler_message"]
+    assert report["memory_bytes_per_chip"]["total"] == pytest.approx(3 * 4 * n, rel=1e-2)
+    code = main(["compile", "tiny-gpt2", "--topology", "v5e-1", *overrides])
     assert code == 1
-    assert re.search(r"needs \d+\.\d GiB of 16 GiB per chip: try mesh.fsdp", err)
+    assert re.search(r"needs \d+\.\d GiB of 16 GiB per chip: try mesh.fsdp",
+                     capsys.readouterr().err)
+
+
+def test_activations_the_compiler_cannot_place_exit_1_with_what_to_try(capsys):
+    # A state of ~0.1 GB, and 64 x 1024 tokens of 2,048-wide activations per layer, none
+    # recomputed: the TPU compiler itself refuses the program.
+    code = main(["compile", "tiny-gpt2", "--topology", "v5e-1", "model.d_model=2048",
+                 "model.num_heads=16", "model.max_seq_len=1024", "train.batch_size=64",
+                 "train.seq_len=1024", "model.remat=none"])
+    assert code == 1
+    assert re.search(r"needs \d+\.\d GiB of 16 GiB per chip: try mesh.fsdp",
+                     capsys.readouterr().err)
 
 
 def test_memory_matches_a_hand_count_of_weights_moments_and_gradients():
@@ -216,6 +234,39 @@ def test_a_scanned_model_counts_as_many_flops_as_the_unrolled_one(tiny_train):
     assert scanned["xla_cost_analysis"]["flops"] < 0.8 * unrolled["xla_cost_analysis"]["flops"]
     gathers = scanned["collectives"]["all-gather"]
     assert gathers["executed"] > gathers["count"]
+
+
+def fake_report(gib: float, ms: float) -> dict:
+    return {"fits": gib <= 16, "hbm_bytes_per_chip": 16 * GiB,
+            "memory_bytes_per_chip": {"total": gib * GiB},
+            "estimate": {"step_seconds": ms / 1e3, "tokens_per_second_per_chip": 1.0, "mfu": 0.5}}
+
+
+def test_plan_keeps_headroom_and_stops_a_mesh_at_its_first_fitting_remat():
+    """Reports made by hand, so the choice is checked apart from the compiler: on the FSDP mesh
+    `none` uses 15.5 of 16 GiB (fits the chip, not the 10% headroom) and `keep_weights` fits, so
+    `full` is never compiled; the data-parallel mesh is faster but only at 15.9 GiB."""
+    reports = {("mesh.data=1", "mesh.fsdp=4", "model.remat=none"): fake_report(15.5, 10),
+               ("mesh.data=1", "mesh.fsdp=4", "model.remat=keep_weights"): fake_report(12, 12),
+               ("mesh.data=4", "mesh.fsdp=1", "model.remat=none"): fake_report(15.9, 8),
+               ("mesh.data=4", "mesh.fsdp=1", "model.remat=keep_weights"): fake_report(14.3, 9)}
+    compiled = []
+
+    def compile_one(overrides):
+        key = tuple(o for o in overrides if o.startswith(("mesh.", "model.remat")))
+        compiled.append(key)
+        return reports.get(key, fake_report(20, 1))
+
+    load = lambda overrides: load_run_config("tiny-gpt2", overrides, 1)  # noqa: E731
+    tried = plan_candidates(["train.batch_size=8"], 4, compile_one, load, say=lambda _: None)
+    assert tried[0].overrides[:3] == ["mesh.data=4", "mesh.fsdp=1", "model.remat=keep_weights"]
+    assert ("mesh.data=1", "mesh.fsdp=4", "model.remat=full") not in compiled
+    assert ("mesh.data=4", "mesh.fsdp=1", "model.remat=full") not in compiled
+    assert not next(c for c in tried if c.overrides[2] == "model.remat=none" and
+                    c.overrides[0] == "mesh.data=1").fits
+    loose = plan_candidates(["train.batch_size=8"], 4, compile_one, load, say=lambda _: None,
+                            headroom=0.0)
+    assert loose[0].overrides[:3] == ["mesh.data=4", "mesh.fsdp=1", "model.remat=none"]
 
 
 def test_plan_compiles_the_candidates_and_picks_the_fastest_that_fits(tmp_path, capsys):

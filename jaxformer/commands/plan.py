@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from jaxformer.commands.compile import compile_report, load_run_config
-from jaxformer.compile.plan import plan, table
+from jaxformer.compile.plan import HEADROOM, plan, table
 from jaxformer.compile.report import format_report
 from jaxformer.compile.topology import parse_topology
 
@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remat", nargs="+", default=["none", "keep_weights", "full"],
                         choices=["none", "keep_weights", "dots_saveable", "full"],
                         help="remat policies to try (default: none keep_weights full)")
+    parser.add_argument("--headroom", type=float, default=HEADROOM,
+                        help="share of each chip's HBM a winner must leave free (default 0.1)")
     parser.add_argument("--json", metavar="FILE",
                         help="write the winner's report with its `overrides` and every candidate")
 
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     load = lambda overrides: load_run_config(args.config, overrides, args.slices)  # noqa: E731
     tried = plan(list(args.overrides), chips,
                  lambda overrides: compile_report(load(overrides), args.topology, args.slices),
-                 load, say=lambda line: print(line, flush=True), remats=tuple(args.remat))
+                 load, say=lambda line: print(line, flush=True), remats=tuple(args.remat),
+                 headroom=args.headroom)
     print(table(tried))
     best = tried[0] if tried and tried[0].fits else None
     if args.json:
@@ -50,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
                                  for c in tried]
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     if best is None:
-        print("jaxformer plan: error: no candidate fits: lower train.batch_size or use more chips",
-              file=sys.stderr)
+        print(f"jaxformer plan: error: no candidate fits with {args.headroom:.0%} of HBM free: lower "
+              "train.batch_size, use more chips or a smaller --headroom", file=sys.stderr)
         return 1
     print(format_report(best.report))
     print("winner: " + " ".join(best.overrides))

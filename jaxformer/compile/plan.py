@@ -6,6 +6,12 @@ when nothing fits, more gradient-accumulation micro-batches. Each is the real pr
 the slice (`programs.py`), judged by its compiled memory and the estimate of `report.py`. Layers
 are scanned while planning (one layer body to compile, so a candidate takes seconds to a minute);
 the winner's overrides say so.
+
+A candidate fits when its compiled memory leaves `headroom` of the chip's HBM free (10% by
+default): the runtime, the input pipeline's buffers and fragmentation need room the compiler does
+not count. For each mesh the remat policies are tried from the least recomputation to the most
+and the first that fits ends that mesh: a policy that recomputes more adds FLOPs and bytes to the
+same program, so its estimate is never faster.
 """
 
 import dataclasses
@@ -16,15 +22,22 @@ from jaxformer.errors import UserError
 REMATS = ("none", "keep_weights", "full")
 
 
+HEADROOM = 0.1
+
+
 @dataclasses.dataclass
 class Candidate:
     overrides: list[str]
     report: dict | None = None
     error: str | None = None
+    headroom: float = HEADROOM
 
     @property
     def fits(self) -> bool:
-        return bool(self.report and self.report.get("fits"))
+        if not (self.report and self.report.get("fits")):
+            return False
+        used = self.report["memory_bytes_per_chip"]["total"]
+        return used <= (1 - self.headroom) * self.report["hbm_bytes_per_chip"]
 
     @property
     def step_seconds(self) -> float:
@@ -61,35 +74,44 @@ def mesh_candidates(chips: int, model, batch_size: int) -> list[dict[str, int]]:
 
 
 def candidates(config, chips: int, accum: tuple[int, ...] = (1,),
-               remats: tuple[str, ...] = REMATS) -> list[list[str]]:
-    out = []
+               remats: tuple[str, ...] = REMATS) -> list[list[list[str]]]:
+    """Groups of overrides: one group per (micro-batch count, mesh), its remat policies in order."""
+    groups = []
     for steps in accum:
         for mesh in mesh_candidates(chips, config.model, config.train.batch_size):
+            group = []
             for remat in remats:
                 overrides = [f"mesh.{k}={v}" for k, v in mesh.items()]
                 overrides += [f"model.remat={remat}", "model.scan_layers=true"]
                 if steps > 1:
                     overrides.append(f"optimizer.grad_accum_steps={steps}")
-                out.append(overrides)
-    return out
+                group.append(overrides)
+            groups.append(group)
+    return groups
 
 
 def plan(base_overrides: list[str], chips: int, compile_one: Callable[[list[str]], dict],
          load: Callable[[list[str]], object], say: Callable[[str], None] = print,
-         remats: tuple[str, ...] = REMATS) -> list[Candidate]:
-    """Compile every candidate (then with 2 and 4 micro-batches if none fits); return them all,
-    the fastest that fits first."""
+         remats: tuple[str, ...] = REMATS, headroom: float = HEADROOM) -> list[Candidate]:
+    """Compile the candidates (then with 2 and 4 micro-batches if none fits); return those
+    compiled, the fastest that fits first. `remats` is tried in the order given, least
+    recomputation first."""
+    if not 0 <= headroom < 1:
+        raise UserError(f"--headroom {headroom}: give the share of HBM to keep free, in [0, 1)")
     config = load(base_overrides)
     tried: list[Candidate] = []
     for accum in ((1,), (2, 4)):
-        for overrides in candidates(config, chips, accum, remats):
-            candidate = Candidate(overrides)
-            try:
-                candidate.report = compile_one(base_overrides + overrides)
-            except UserError as e:
-                candidate.error = str(e)
-            say(describe(candidate))
-            tried.append(candidate)
+        for group in candidates(config, chips, accum, remats):
+            for overrides in group:
+                candidate = Candidate(overrides, headroom=headroom)
+                try:
+                    candidate.report = compile_one(base_overrides + overrides)
+                except UserError as e:
+                    candidate.error = str(e)
+                say(describe(candidate))
+                tried.append(candidate)
+                if candidate.fits:
+                    break  # the policies after it recompute more: never faster
         if any(c.fits for c in tried):
             break
     return sorted(tried, key=lambda c: (not c.fits, c.step_seconds))
@@ -102,10 +124,18 @@ def describe(candidate: Candidate) -> str:
     r = candidate.report
     gib = r["memory_bytes_per_chip"]["total"] / 2**30
     if not candidate.fits:
-        return f"{settings}: does not fit ({gib:.1f} GiB a chip)"
+        return f"{settings}: does not fit ({_need(candidate)})"
     e = r["estimate"]
     return (f"{settings}: {gib:.1f} GiB a chip, {e['step_seconds'] * 1e3:.1f} ms a step, "
             f"{e['tokens_per_second_per_chip']:,.0f} tokens/s a chip, MFU {e['mfu']:.1%}")
+
+
+def _need(candidate: Candidate) -> str:
+    r = candidate.report
+    hbm = r["hbm_bytes_per_chip"]
+    return (f"{r['memory_bytes_per_chip']['total'] / 2**30:.1f} GiB a chip; at most "
+            f"{(1 - candidate.headroom) * hbm / 2**30:.1f} of {hbm / 2**30:.0f} GiB to keep "
+            f"{candidate.headroom:.0%} free")
 
 
 def table(tried: list[Candidate]) -> str:
@@ -119,6 +149,6 @@ def table(tried: list[Candidate]) -> str:
                         f"{e['step_seconds'] * 1e3:.1f} | {e['tokens_per_second_per_chip']:,.0f} | "
                         f"{e['mfu']:.1%} |")
         else:
-            why = c.error or "does not fit"
+            why = c.error or f"does not fit ({_need(c)})"
             rows.append(f"| - | {' '.join(c.overrides)} | {why} | | | |")
     return "\n".join(rows)

@@ -93,6 +93,12 @@ def _abstract_state(config: Config, plan: ParallelPlan):
     return plan.abstract(functools.partial(init_train_state, config, jax.random.PRNGKey(0)))
 
 
+def state_bytes_per_chip(config: Config, plan: ParallelPlan) -> int:
+    """Bytes of the train state (parameters and optimizer moments) one chip holds: a floor under
+    the train program's memory, known in seconds without compiling."""
+    return shard_bytes(_abstract_state(prepared_task(config)[0], plan))
+
+
 def compile_train(config: Config, plan: ParallelPlan) -> Program:
     config, task = prepared_task(config)
     state = _abstract_state(config, plan)
