@@ -1,4 +1,5 @@
-"""Where a model to sample from comes from: a `jaxformer train` run directory or an HF directory.
+"""Where a model to use comes from (`jaxformer generate`, `attention` and the encoder commands):
+a `jaxformer train` run directory or an HF directory.
 
     run directory (config.yaml, tokenizer/, checkpoints/): the latest checkpoint and the run's
         own tokenizer.
@@ -18,7 +19,13 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxformer.data import CharTokenizer, SentencePieceTokenizer, WordPieceTokenizer, load_tokenizer
 from jaxformer.errors import UserError
+from jaxformer.interop import hf
+from jaxformer.interop.hf_tokenizers import sentencepiece_tokenizer
+from jaxformer.models import abstract_model
+from jaxformer.models.layers import unstack_all_layers
+from jaxformer.train.run_dir import load_run
 
 
 @dataclasses.dataclass
@@ -36,7 +43,7 @@ class HFTokenizer:
 
     def __init__(self, path: Path):
         try:
-            from tokenizers import Tokenizer
+            from tokenizers import Tokenizer  # optional dependency: only for tokenizer.json
         except ImportError:
             raise UserError(f"{path} needs the `tokenizers` package: `pip install tokenizers`, or "
                             f"pass the prompt as token ids with --prompt-ids") from None
@@ -64,8 +71,6 @@ class HFTokenizer:
 def _tokenizer_from_file(path: Path):
     """--tokenizer PATH: a directory with a saved jaxformer tokenizer (a run's tokenizer/), a
     sentencepiece `.model`, a HuggingFace `tokenizer.json`, or a jaxformer character vocabulary."""
-    from jaxformer.data import CharTokenizer, SentencePieceTokenizer, load_tokenizer
-
     path = path.expanduser()
     if not path.exists():
         raise UserError(f"tokenizer file {path} does not exist")
@@ -80,7 +85,6 @@ def _tokenizer_from_file(path: Path):
     if path.suffix == ".model":
         return SentencePieceTokenizer.load(path)
     if path.suffix == ".txt":
-        from jaxformer.data import WordPieceTokenizer
         return WordPieceTokenizer.load(path)
     raise UserError(f"--tokenizer {path}: expected a sentencepiece .model, a tokenizer.json, a "
                     f"WordPiece vocab.txt or a directory holding a saved tokenizer")
@@ -114,14 +118,12 @@ def load_source(path: str | Path, *, tokenizer: str | Path | None = None,
         raise UserError(f"{path} does not exist: give a run directory of `jaxformer train` or a "
                         f"HuggingFace model directory (config.json + model.safetensors)")
     if is_run_dir(path):
-        from jaxformer.train.run_dir import load_run
         _, model, tok = load_run(path, **({"log": log} if log else {}))
         if tokenizer is not None:
             tok = _tokenizer_from_file(Path(tokenizer))
         stops = [tok.eos_id] if getattr(tok, "eos_id", None) is not None else []
         kind = "run"
     elif is_hf_dir(path):
-        from jaxformer.interop import hf
         _, model = hf.load(path)
         if tokenizer is not None:
             tok = _tokenizer_from_file(Path(tokenizer))
@@ -132,7 +134,6 @@ def load_source(path: str | Path, *, tokenizer: str | Path | None = None,
         elif (path / "tokenizer.model").is_file():
             tok = _tokenizer_from_file(path / "tokenizer.model")
         else:
-            from jaxformer.interop.hf_tokenizers import sentencepiece_tokenizer
             tok = sentencepiece_tokenizer(path)  # T5's spiece.model, Marian's source/target.spm
         stops = _hf_stop_tokens(path)
         kind = "hf"
@@ -150,9 +151,6 @@ def load_source(path: str | Path, *, tokenizer: str | Path | None = None,
 def with_attention_impl(model, attention_impl: str):
     """The same parameters in a model that computes attention with `attention_impl`, laid out
     per layer (so that intermediates sown by each layer's attention can be read)."""
-    from jaxformer.models import abstract_model
-    from jaxformer.models.layers import unstack_all_layers
-
     config = model.config
     state = nnx.state(model)
     if getattr(config, "scan_layers", False):

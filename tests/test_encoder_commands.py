@@ -144,7 +144,7 @@ def test_embed_is_masked_mean_pooling(tmp_path, capsys):
 
 def test_attention_on_a_pair_equals_transformers(tmp_path, capsys):
     from jaxformer.commands.attention import attention_weights
-    from jaxformer.generate.source import load_source
+    from jaxformer.sources import load_source
 
     path, _ = hf_dir(tmp_path, "BertForMaskedLM", 4)
     png = tmp_path / "attention.png"

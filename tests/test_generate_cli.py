@@ -111,7 +111,7 @@ def test_attention_png_and_weights_equal_transformers(hf_dir, tmp_path, capsys):
     from transformers import GPT2LMHeadModel
 
     from jaxformer.commands.attention import attention_weights
-    from jaxformer.generate.source import load_source
+    from jaxformer.sources import load_source
 
     out = tmp_path / "attn.png"
     assert main(["attention", str(hf_dir), "--text", PROMPT, "--out", str(out)]) == 0

@@ -90,7 +90,7 @@ def test_beam_search_finds_likelier_captions(model, images):
 
 def test_scanned_layers_equal_unrolled(images):
     from jaxformer.generate import generate
-    from jaxformer.generate.source import with_attention_impl
+    from jaxformer.sources import with_attention_impl
 
     scanned = build_model(CONFIG.replace(scan_layers=True), rngs=nnx.Rngs(3))
     unrolled = with_attention_impl(scanned, "xla")  # the same weights, one entry per layer

@@ -60,7 +60,7 @@ def test_cross_attention_map(run_dir, tmp_path, capsys):
 def test_cross_attention_weights_are_the_attention(run_dir):
     """Rows are distributions over the source, and the einsum model's logits equal the run's."""
     from jaxformer.commands.attention import cross_attention_weights
-    from jaxformer.generate.source import load_source
+    from jaxformer.sources import load_source
 
     source = load_source(run_dir, attention_impl="einsum")
     tokens = source.tokenizer.encode("7+15")

@@ -31,9 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxformer.commands.generate import parse_ids
+from jaxformer.commands.caption_attention import image_request, run_image
+from jaxformer.commands.generate import parse_ids, pick
 from jaxformer.errors import UserError
-from jaxformer.generate.source import load_source
+from jaxformer.generate import generate
+from jaxformer.generate.steps import steps_for
+from jaxformer.sources import load_source
 
 MAX_LABELLED_TOKENS = 32
 
@@ -101,17 +104,6 @@ def cross_attention_weights(model, source: list[int], target: list[int]) -> np.n
     return np.stack(weights)
 
 
-def pick(spec: str | None, count: int, name: str) -> list[int]:
-    if spec is None:
-        return list(range(count))
-    chosen = parse_ids(spec)
-    bad = [i for i in chosen if not 0 <= i < count]
-    if bad or not chosen:
-        raise UserError(f"--{name} {spec!r}: indices must lie in [0, {count}) (the model has "
-                        f"{count} {name})")
-    return chosen
-
-
 def attention_figure(weights: np.ndarray, layers: list[int], heads: list[int],
                      labels: list[str] | None, title: str, row_labels: list[str] | None = None):
     """A matplotlib Figure: one cell per (layer, head), queries down, keys across, a colour bar.
@@ -156,8 +148,6 @@ def plot(weights: np.ndarray, layers: list[int], heads: list[int], labels: list[
 
 
 def run(args) -> int:
-    from jaxformer.commands.caption_attention import image_request, run_image
-
     request = image_request(args)  # an image-to-text run's flags, checked before loading it
     source = load_source(args.source, tokenizer=args.tokenizer, attention_impl="einsum")
     if request is not None:
@@ -210,9 +200,6 @@ def _labels(tokenizer, ids: list[int]) -> list[str]:
 def run_cross(args, source, tokens: list[int]) -> int:
     """An encoder-decoder: cross-attention maps, output tokens (rows) by source tokens (columns),
     one cell per decoder layer and head."""
-    from jaxformer.generate import generate
-    from jaxformer.generate.steps import steps_for
-
     model, tokenizer = source.model, source.tokenizer
     if args.target_ids is not None:
         target = parse_ids(args.target_ids)

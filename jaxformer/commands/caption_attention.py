@@ -21,8 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxformer.commands.generate import parse_ids
+from jaxformer.commands.generate import parse_ids, pick
+from jaxformer.data.images import resize
 from jaxformer.errors import UserError
+from jaxformer.generate import generate
+from jaxformer.sources import is_run_dir
+from jaxformer.tasks import make_task
+from jaxformer.train.run_dir import RunDir, saved_config
 
 END = "<end>"
 
@@ -30,9 +35,6 @@ END = "<end>"
 def caption_task(run_dir: Path, config):
     """The run's task, prepared as it was for training: its held-out split, its normalisation
     (the training split's statistics) and its caption vocabulary."""
-    from jaxformer.tasks import make_task
-    from jaxformer.train.run_dir import RunDir
-
     task = make_task(config)
     task.prepare(RunDir(Path(run_dir)), lambda message: None)
     return task
@@ -73,7 +75,7 @@ def patch_attention(model, image: np.ndarray, caption: list[int]) -> np.ndarray:
     for one normalised image [h, w, c]: row i is where the decoder looks while producing caption
     token i (its input is the start token and caption[:i]); column 0 is [CLS], then the patches
     row by row. `model` must use the einsum attention, laid out per layer
-    (`jaxformer.generate.source.with_attention_impl`)."""
+    (`jaxformer.sources.with_attention_impl`)."""
     decoder_in = [model.config.decoder_start_token_id] + list(caption[:-1])
     _, intermediates = nnx.capture(model, nnx.Intermediate)(
         jnp.asarray(image[None], jnp.float32), jnp.asarray([decoder_in], jnp.int32))
@@ -141,11 +143,6 @@ def image_request(args) -> ImageRequest | None:
     """The checked request when `args.source` is an image-to-text run directory; None for any
     other model. A one-line UserError for flags that do not fit the model, read from the run's
     config.yaml alone."""
-    from jaxformer.commands.attention import pick
-    from jaxformer.data.images import resize
-    from jaxformer.generate.source import is_run_dir
-    from jaxformer.train.run_dir import RunDir, saved_config
-
     path = Path(args.source)
     flag = ("--digit-index" if args.digit_index is not None else
             "--image" if args.image is not None else None)
@@ -200,8 +197,6 @@ def image_request(args) -> ImageRequest | None:
 
 def run_image(args, source, request: ImageRequest) -> int:
     """Caption the requested image (or read --target) and draw each token's patch attention."""
-    from jaxformer.generate import generate
-
     model, config = source.model, source.model.config
     task, captions = request.task, request.task.captions
     image = task.transform.normalise(request.pixels)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from jaxformer.errors import UserError
+from jaxformer.sources import load_source
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +34,6 @@ def label_names(path: Path, num_labels: int) -> list[str]:
 
 def load_encoder(args) -> tuple:
     """(model, tokenizer, label names) for the command's SOURCE; one-line errors otherwise."""
-    from jaxformer.generate.source import load_source
-
     source = load_source(args.source, tokenizer=args.tokenizer)
     model, tokenizer = source.model, source.tokenizer
     if getattr(model.config, "family", None) != "encoder":

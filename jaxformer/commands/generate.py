@@ -13,7 +13,7 @@ is printed on its own.
 
 The text goes to stdout (streamed as it is produced when there is one prompt); compile time, time to
 first token and decode tokens/s go to stderr. Tokenizers for HF directories: see
-`jaxformer.generate.source`. Generation stops at the model's end-of-text token unless
+`jaxformer.sources`. Generation stops at the model's end-of-text token unless
 --ignore-eos; the same --seed gives the same text.
 """
 
@@ -25,8 +25,8 @@ from jaxformer.errors import UserError
 from jaxformer.generate import beam_search, decode, generate_past_context, make_settings
 from jaxformer.generate.precision import WEIGHT_DTYPES, with_weights_dtype
 from jaxformer.generate.steps import is_encoder_decoder, steps_for
-from jaxformer.generate.source import Source, load_source
 from jaxformer.generate.streaming import TextStream, TokenTimer
+from jaxformer.sources import Source, load_source
 
 DEFAULT_NEW_TOKENS = 100
 
@@ -122,6 +122,18 @@ def parse_ids(text: str) -> list[int]:
     except ValueError:
         raise UserError(f"--prompt-ids {text!r}: expected comma-separated integers like "
                         f"15496,11,616") from None
+
+
+def pick(spec: str | None, count: int, name: str) -> list[int]:
+    """The indices `--layers` / `--heads` name (all `count` of them when not given)."""
+    if spec is None:
+        return list(range(count))
+    chosen = parse_ids(spec)
+    bad = [i for i in chosen if not 0 <= i < count]
+    if bad or not chosen:
+        raise UserError(f"--{name} {spec!r}: indices must lie in [0, {count}) (the model has "
+                        f"{count} {name})")
+    return chosen
 
 
 def choose_new_tokens(requested: int | None, prompts: list[list[int]], context: int,
