@@ -9,20 +9,33 @@ padded to the longest with segment id 0. `model` is an `Encoder` with the matchi
 `tokenizer` a `WordPieceTokenizer`.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from jaxformer.data.sentence_pairs import format_pair
 from jaxformer.errors import UserError
-from jaxformer.tasks.encoder_common import compiled_forward
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, inputs: dict):
+    return nnx.merge(graphdef, state)(**inputs)
+
+
+def compiled_forward(model):
+    """inputs dict -> ModelOutput, jit-compiled over the model's split state (evaluation mode).
+    One compiled program per model structure and input shapes, kept across calls."""
+    graphdef, state = nnx.split(model)
+    return lambda inputs: _forward(graphdef, state, inputs)
 
 
 def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None = None, *,
                  max_len: int) -> dict[str, np.ndarray]:
     """tokens, token_types, segment_ids [n, longest] for `texts` (and their pair texts); a text
     (or pair) longer than the model's `max_len` positions is truncated longest-first."""
-    from jaxformer.data.sentence_pairs import format_pair
-
     rows = [format_pair(tokenizer.encode(a), None if pairs is None else tokenizer.encode(pairs[i]),
                         seq_len=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
                         pad_id=tokenizer.pad_id) for i, a in enumerate(texts)]

@@ -10,7 +10,10 @@ import dataclasses
 import jax
 import numpy as np
 
+from jaxformer.data import (build_tokenizer, eval_batches, load_corpus, load_tokenizer,
+                            make_train_iterator)
 from jaxformer.errors import ConfigError
+from jaxformer.generate import generate_past_context
 from jaxformer.tasks.base import Task, perplexity
 from jaxformer.tasks.losses import masked_loss_sum
 from jaxformer.tasks.registry import register_task
@@ -32,8 +35,6 @@ class CausalLM(Task):
         tokenizer saved in the run directory wins (a resumed run must encode as before);
         otherwise it is built from the corpus. `model.vocab_size` is set from it, and
         `data.packing=null` is resolved from the corpus."""
-        from jaxformer.data import build_tokenizer, load_corpus, load_tokenizer
-
         config = self.config
         self.corpus = load_corpus(config.data.corpus)
         self.tokenizer = (load_tokenizer(run.tokenizer) if run.tokenizer.exists()
@@ -62,16 +63,12 @@ class CausalLM(Task):
         return spec
 
     def train_iterator(self, *, process_index: int, process_count: int):
-        from jaxformer.data import make_train_iterator
-
         t = self.config.train
         return make_train_iterator(self.config.data, self.tokenizer, self.corpus,
                                    batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed,
                                    process_index=process_index, process_count=process_count)
 
     def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
-        from jaxformer.data import eval_batches
-
         t = self.config.train
         if not t.eval_batches:
             return []
@@ -96,8 +93,6 @@ class CausalLM(Task):
 
     def report(self, model, say) -> dict:
         """A sample from the trained model, continuing `train.sample_prompt`."""
-        from jaxformer.generate import generate_past_context
-
         t = self.config.train
         if not t.sample_tokens:
             return {}

@@ -15,8 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data.captions import DIGIT_WORDS, TEMPLATES, Captions
+from jaxformer.data.images import (ImageTransform, channel_stats, load_image_dataset, resize,
+                                   split_images)
 from jaxformer.errors import ConfigError
+from jaxformer.models.clip import contrastive_loss, zero_shot_logits
 from jaxformer.tasks.base import TaskConfig
+from jaxformer.tasks.image_classification import confusion_matrix, format_confusion
 from jaxformer.tasks.image_task import ImageTask, in_batches
 from jaxformer.tasks.registry import register_task
 
@@ -37,16 +42,12 @@ class ContrastiveConfig(TaskConfig):
 
 
 def _templates():
-    from jaxformer.data.captions import TEMPLATES
-
     return TEMPLATES
 
 
 def contrastive_sums(logits_per_text: jax.Array, weights: jax.Array):
     """CLIP's loss (`jaxformer.models.clip.contrastive_loss`) with pairs of weight 0 (the repeats
     that fill the last evaluation batch) left out as negatives too."""
-    from jaxformer.models.clip import contrastive_loss
-
     keep = (weights[:, None] * weights[None, :] > 0) | jnp.eye(len(weights), dtype=bool)
     return contrastive_loss(jnp.where(keep, logits_per_text, -1e9), weights)
 
@@ -68,10 +69,6 @@ class Contrastive(ImageTask):
     def prepare(self, run, say):
         """Data and captions; `model.text.vocab_size`, `.eos_token_id` and
         `model.vision.num_channels` are set from them (saying so)."""
-        from jaxformer.data.captions import DIGIT_WORDS, Captions
-        from jaxformer.data.images import (ImageTransform, channel_stats, load_image_dataset,
-                                           resize, split_images)
-
         config, t, m = self.config, self.config.task, self.config.model
         data = load_image_dataset(t.dataset)
         names = DIGIT_WORDS if t.dataset == "digits" else data.class_names
@@ -124,15 +121,11 @@ class Contrastive(ImageTask):
 
     def zero_shot_predictions(self, model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Each normalised image's class: the class prompt it is most similar to."""
-        from jaxformer.models.clip import zero_shot_logits
-
         tokens, segment_ids = (jnp.asarray(a) for a in self.captions.class_prompts())
         predict = jax.jit(lambda x: jnp.argmax(zero_shot_logits(model, x, tokens, segment_ids), -1))
         return in_batches(predict, images, batch_size)
 
     def report(self, model, say) -> dict:
-        from jaxformer.tasks.image_classification import confusion_matrix, format_confusion
-
         data = self.val_data
         predictions = self.zero_shot_predictions(model, self.transform.normalise(data.images))
         accuracy = float(np.mean(predictions == data.labels))

@@ -1,12 +1,10 @@
-"""What the encoder tasks share: checks, the WordPiece tokenizer of a run, a compiled forward."""
+"""What the encoder tasks share: checks and the WordPiece tokenizer of a run."""
 
 import dataclasses
-import functools
 from pathlib import Path
 
-import jax
-from flax import nnx
-
+from jaxformer.data.tokenizers import (WordPieceTokenizer, build_tokenizer, load_tokenizer,
+                                       saved_tokenizer_exists)
 from jaxformer.errors import ConfigError, UserError
 
 
@@ -28,8 +26,6 @@ def init_from_tokenizer(source: str | None):
     directory's vocab.txt), or None."""
     if not source:
         return None
-    from jaxformer.data.tokenizers import WordPieceTokenizer, load_tokenizer, saved_tokenizer_exists
-
     path = Path(source).expanduser()
     if saved_tokenizer_exists(path / "tokenizer"):
         return load_tokenizer(path / "tokenizer")
@@ -42,8 +38,6 @@ def wordpiece_tokenizer(config, run, corpus):
     """The run's tokenizer: the one saved in the run directory (a resumed run must encode as
     before), else the one beside `train.init_from`'s weights, else built as `data.tokenizer`
     says. It must be a WordPiece tokenizer ([CLS], [SEP], [MASK] ...)."""
-    from jaxformer.data import build_tokenizer, load_tokenizer
-
     tokenizer = (load_tokenizer(run.tokenizer) if run.tokenizer.exists()
                  else init_from_tokenizer(config.train.init_from)
                  or build_tokenizer(config.data, corpus))
@@ -60,18 +54,6 @@ def with_vocab_size(config, tokenizer, say):
         return config
     say(f"model.vocab_size set to {tokenizer.vocab_size}, the tokenizer's vocabulary size")
     return dataclasses.replace(config, model=config.model.replace(vocab_size=tokenizer.vocab_size))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, inputs: dict):
-    return nnx.merge(graphdef, state)(**inputs)
-
-
-def compiled_forward(model):
-    """inputs dict -> ModelOutput, jit-compiled over the model's split state (evaluation mode).
-    One compiled program per model structure and input shapes, kept across calls."""
-    graphdef, state = nnx.split(model)
-    return lambda inputs: _forward(graphdef, state, inputs)
 
 
 def check_split(examples: list, split: str, what: str) -> None:

@@ -17,7 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data.captions import DIGIT_WORDS, START, Captions
+from jaxformer.data.images import (ImageTransform, channel_stats, load_image_dataset, resize,
+                                   split_images)
 from jaxformer.errors import ConfigError
+from jaxformer.generate import generate
 from jaxformer.tasks.base import TaskConfig
 from jaxformer.tasks.image_task import ImageTask
 from jaxformer.tasks.losses import token_cross_entropy
@@ -61,10 +65,6 @@ class ImageCaptioning(ImageTask):
     def prepare(self, run, say):
         """Data and captions; `model.decoder.vocab_size` and `.decoder_start_token_id` (the
         captions' start token) and `model.encoder.num_channels` are set from them (saying so)."""
-        from jaxformer.data.captions import DIGIT_WORDS, START, Captions
-        from jaxformer.data.images import (ImageTransform, channel_stats, load_image_dataset,
-                                           resize, split_images)
-
         config, t, m = self.config, self.config.task, self.config.model
         data = load_image_dataset(t.dataset)
         names = DIGIT_WORDS if t.dataset == "digits" else data.class_names
@@ -134,8 +134,6 @@ class ImageCaptioning(ImageTask):
         """Greedy captions (token ids, the end-of-text token last when emitted) of normalised
         images [n, h, w, c], through the cached decoding loop, in chunks of equal size (the last
         filled up with repeats) so that one compiled program serves them all."""
-        from jaxformer.generate import generate
-
         chunks = -(-len(images) // batch_size)
         size = -(-len(images) // chunks)
         padded = np.concatenate([images, images[:chunks * size - len(images)]])

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data.images import (ImageTransform, channel_stats, load_image_dataset, resize,
+                                   split_images)
 from jaxformer.errors import ConfigError
 from jaxformer.tasks.base import TaskConfig
 from jaxformer.tasks.image_task import ImageTask, in_batches
@@ -68,9 +70,6 @@ class ImageClassification(ImageTask):
     def prepare(self, run, say):
         """Load and split the data set, resize it to `model.image_size`; set `model.num_labels`
         and `model.num_channels` from the data (saying so when they change)."""
-        from jaxformer.data.images import (ImageTransform, channel_stats, load_image_dataset,
-                                           resize, split_images)
-
         config, t = self.config, self.config.task
         data = load_image_dataset(t.dataset)
         changes = {}

@@ -9,6 +9,8 @@ labels (the captions of the labels, for the tasks that have them).
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data.images import ImageBatch, endless, eval_image_batches
+from jaxformer.data.sharding import ProcessShard
 from jaxformer.tasks.base import Task
 
 
@@ -26,9 +28,6 @@ class ImageTask(Task):
         return batch
 
     def train_iterator(self, *, process_index: int, process_count: int):
-        from jaxformer.data.images import ImageBatch, endless
-        from jaxformer.data.sharding import ProcessShard
-
         t = self.config.train
         seed = int(np.random.SeedSequence([self.config.data.seed, t.seed]).generate_state(1)[0])
         images = ImageBatch(self.train_data, self.transform, batch_size=t.batch_size, seed=seed,
@@ -41,9 +40,6 @@ class ImageTask(Task):
 
     def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
         """The whole held-out split (every image once), or none when `train.eval_batches` is 0."""
-        from jaxformer.data.images import eval_image_batches
-        from jaxformer.data.sharding import ProcessShard
-
         if not self.config.train.eval_batches:
             return []
         batches = eval_image_batches(self.val_data, self.transform,

@@ -12,12 +12,19 @@ import dataclasses
 import json
 from typing import ClassVar
 
+import grain
 import jax
 import numpy as np
 
+from jaxformer.data import load_corpus
+from jaxformer.data.labelled import load_labelled, split_examples
+from jaxformer.data.pipeline import stream_seed
+from jaxformer.data.sentence_pairs import format_pair
+from jaxformer.data.sharding import ProcessShard
+from jaxformer.inference import compiled_forward
 from jaxformer.tasks.base import Task, TaskConfig
-from jaxformer.tasks.encoder_common import (check_split, compiled_forward, require_encoder,
-                                            with_vocab_size, wordpiece_tokenizer)
+from jaxformer.tasks.encoder_common import (check_split, require_encoder, with_vocab_size,
+                                            wordpiece_tokenizer)
 
 LABELS_FILE = "labels.json"
 INPUT_KEYS = ("tokens", "token_types", "segment_ids")
@@ -40,9 +47,6 @@ class LabelledTask(Task):
     # --- data ---
 
     def prepare(self, run, say):
-        from jaxformer.data import load_corpus
-        from jaxformer.data.labelled import load_labelled, split_examples
-
         config = self.config
         dataset = config.task.dataset or self.default_dataset
 
@@ -78,8 +82,6 @@ class LabelledTask(Task):
 
     def pair_row(self, a_ids: list[int], b_ids: list[int] | None) -> dict[str, np.ndarray]:
         """The input arrays of `[CLS] a [SEP] (b [SEP])`, truncated longest-first."""
-        from jaxformer.data.sentence_pairs import format_pair
-
         t = self.tokenizer
         row = format_pair(a_ids, b_ids, seq_len=self.config.train.seq_len, cls_id=t.cls_id,
                           sep_id=t.sep_id, pad_id=t.pad_id)
@@ -100,11 +102,6 @@ class LabelledTask(Task):
         return spec | self.target_spec(batch_size)
 
     def train_iterator(self, *, process_index: int, process_count: int):
-        import grain
-
-        from jaxformer.data.pipeline import stream_seed
-        from jaxformer.data.sharding import ProcessShard
-
         t = self.config.train
         shard = ProcessShard.resolve(process_index, process_count)
         rows = shard.local_batch_size(t.batch_size)
@@ -118,8 +115,6 @@ class LabelledTask(Task):
     def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
         """The whole validation split (this process's rows of each batch), when
         `train.eval_batches` is not 0."""
-        from jaxformer.data.sharding import ProcessShard
-
         t = self.config.train
         if not t.eval_batches:
             return []

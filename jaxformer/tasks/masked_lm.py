@@ -20,10 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data import load_corpus
+from jaxformer.data.mlm_pipeline import encode_documents, mlm_dataset
+from jaxformer.data.pipeline import stream_seed
+from jaxformer.data.sentences import document_sentences
+from jaxformer.data.sharding import ProcessShard
+from jaxformer.data.splits import split_documents
 from jaxformer.errors import ConfigError
+from jaxformer.inference import compiled_forward, fill_mask
 from jaxformer.tasks.base import Task, TaskConfig, perplexity
-from jaxformer.tasks.encoder_common import (check_split, compiled_forward, require_encoder,
-                                            with_vocab_size, wordpiece_tokenizer)
+from jaxformer.tasks.encoder_common import (check_split, require_encoder, with_vocab_size,
+                                            wordpiece_tokenizer)
 from jaxformer.tasks.losses import token_cross_entropy
 from jaxformer.tasks.registry import register_task
 
@@ -57,11 +64,6 @@ class MaskedLM(Task):
                               "non-negative and sum to at most 1")
 
     def prepare(self, run, say):
-        from jaxformer.data import load_corpus
-        from jaxformer.data.mlm_pipeline import encode_documents
-        from jaxformer.data.sentences import document_sentences
-        from jaxformer.data.splits import split_documents
-
         config = self.config
         corpus = load_corpus(config.data.corpus)
         self.tokenizer = wordpiece_tokenizer(config, run, corpus)
@@ -91,9 +93,6 @@ class MaskedLM(Task):
         return spec
 
     def _dataset(self, documents, *, seed: int, batch_size: int, process_index, process_count):
-        from jaxformer.data.mlm_pipeline import mlm_dataset
-        from jaxformer.data.sharding import ProcessShard
-
         t = self.config.task
         return mlm_dataset(documents, self.tokenizer, seq_len=self.config.train.seq_len,
                            batch_size=batch_size, seed=seed,
@@ -103,16 +102,12 @@ class MaskedLM(Task):
                            random_token_prob=t.random_token_prob)
 
     def train_iterator(self, *, process_index: int, process_count: int):
-        from jaxformer.data.pipeline import stream_seed
-
         t = self.config.train
         seed = stream_seed(self.config.data, t.seed, "train", "train")
         return iter(self._dataset(self.train_docs, seed=seed, batch_size=t.batch_size,
                                   process_index=process_index, process_count=process_count))
 
     def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
-        from jaxformer.data.pipeline import stream_seed
-
         t = self.config.train
         if not t.eval_batches:
             return []
@@ -161,8 +156,6 @@ class MaskedLM(Task):
                 "unigram_token": self.tokenizer.pieces([best])[0]}
 
     def report(self, model, say) -> dict:
-        from jaxformer.inference import fill_mask
-
         batches = self.eval_batches(process_index=0, process_count=1)
         out = {}
         if batches:

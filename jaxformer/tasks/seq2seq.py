@@ -17,7 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data import load_tokenizer
+from jaxformer.data.pair_sources import pair_source
+from jaxformer.data.pairs import pair_dataset
+from jaxformer.data.sharding import ProcessShard
 from jaxformer.errors import ConfigError
+from jaxformer.generate import generate
 from jaxformer.tasks.base import Task, TaskConfig, perplexity
 from jaxformer.tasks.registry import register_task
 
@@ -84,9 +89,6 @@ class Seq2Seq(Task):
                               f".tsv file of source<TAB>target lines")
 
     def prepare(self, run, say):
-        from jaxformer.data import load_tokenizer
-        from jaxformer.data.pair_sources import pair_source
-
         config, t = self.config, self.config.train
         saved = load_tokenizer(run.tokenizer) if run.tokenizer.exists() else None
         self.source = source = pair_source(config.task, config.data, seq_len=t.seq_len,
@@ -130,9 +132,6 @@ class Seq2Seq(Task):
         return batch_size * (self.source.source_len + self.source.target_len)
 
     def _dataset(self, examples, *, process_index, process_count, train: bool):
-        from jaxformer.data.pairs import pair_dataset
-        from jaxformer.data.sharding import ProcessShard
-
         c = self.config
         endless = train and self.source.endless
         return pair_dataset(
@@ -178,8 +177,6 @@ class Seq2Seq(Task):
 
     def report(self, model, say) -> dict:
         """Held-out sources decoded greedily; exact match against their targets."""
-        from jaxformer.generate import generate
-
         examples = self.source.heldout
         if not examples:
             return {}
