@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxformer.config import load_config
 from jaxformer.errors import ConfigError
-from jaxformer.finetune.base import create_from_base
+from jaxformer.train.finetune_base import create_from_base
 from jaxformer.interop import hf
 from jaxformer.models import build_model
 from jaxformer.parallel import ParallelPlan

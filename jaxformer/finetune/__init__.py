@@ -5,28 +5,19 @@
     finetune.save_adapter("out/adapter", model, config)      # peft's layout
     finetune.load_adapter(model, "out/adapter")
 
-A run fine-tunes through its config's `finetune:` section (`FinetuneConfig`). Names are imported
-lazily: `jaxformer.config` imports the config class while the training package is still loading.
+A run fine-tunes through its config's `finetune:` section (`FinetuneConfig`); the training
+package applies it when it builds the run's model and starts from `finetune.base`'s weights
+(`jaxformer.train.finetune_base`).
 """
 
-import importlib
-
+from jaxformer.finetune.adapters import load_adapter, read_adapter, save_adapter
 from jaxformer.finetune.config import FinetuneConfig
+from jaxformer.finetune.lora import (Adapter, adapter_weights, attach_lora, lora_modules, merge,
+                                     merge_and_unload, set_adapters, stack_adapters, unmerge)
+from jaxformer.finetune.rewrite import apply_finetune, trainable_summary, unload
+from jaxformer.finetune.soft_prompt import SoftPromptModel, SoftPromptParam
 
-_EXPORTS = {
-    "Adapter": "lora", "adapter_weights": "lora", "attach_lora": "lora", "lora_modules": "lora",
-    "merge": "lora", "merge_and_unload": "lora", "set_adapters": "lora",
-    "stack_adapters": "lora", "unmerge": "lora",
-    "SoftPromptModel": "soft_prompt", "SoftPromptParam": "soft_prompt",
-    "apply_finetune": "rewrite", "trainable_summary": "rewrite", "unload": "rewrite",
-    "load_adapter": "adapters", "save_adapter": "adapters", "read_adapter": "adapters",
-    "load_base": "base", "create_from_base": "base",
-}
-
-__all__ = ["FinetuneConfig", *_EXPORTS]
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"jaxformer.finetune.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'jaxformer.finetune' has no attribute {name!r}")
+__all__ = ["Adapter", "FinetuneConfig", "SoftPromptModel", "SoftPromptParam", "adapter_weights",
+           "apply_finetune", "attach_lora", "load_adapter", "lora_modules", "merge",
+           "merge_and_unload", "read_adapter", "save_adapter", "set_adapters", "stack_adapters",
+           "trainable_summary", "unload", "unmerge"]

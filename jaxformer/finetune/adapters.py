@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from jaxformer.finetune.lora import Adapter, adapter_weights, linear_modules, set_adapters
+from jaxformer.finetune.lora import Adapter, adapter_weights, geometry, linear_modules, set_adapters
 from jaxformer.interop import peft
 from jaxformer.interop.converters import converter_for_config
 from jaxformer.interop.errors import CheckpointError, UnsupportedConfigError
@@ -186,8 +186,6 @@ def read_adapter(path: str | Path, model: nnx.Module, model_config, *,
 
 
 def _in_out(module) -> tuple[tuple, tuple]:
-    from jaxformer.finetune.lora import geometry
-
     g = geometry(module)
     return tuple(g["in_shape"]), tuple(g["out_shape"])
 

@@ -11,7 +11,9 @@ from flax import nnx
 
 from jaxformer.finetune.lora import attach_lora, lora_modules, merge_and_unload
 from jaxformer.finetune.soft_prompt import SoftPromptModel
+from jaxformer.finetune.trainable import trainable_filter
 from jaxformer.nn.quantized import QuantizedLinear
+from jaxformer.quantization import dequantize_model, quantize
 
 # The blocks' linear layers (by name) that int8 training quantizes; the embedding and the LM head
 # stay in float, as AQT and qwix recipes leave them.
@@ -24,8 +26,6 @@ def apply_finetune(model: nnx.Module, config, rngs: nnx.Rngs) -> nnx.Module:
     if ft is None:
         return model
     if ft.quantize_base:
-        from jaxformer.quantization import quantize
-
         model = quantize(model, ft.quantize_base, group_size=ft.quantize_group_size, copy=False)
     if ft.mode == "lora":
         attach_lora(model, targets=ft.lora_targets, rank=ft.lora_rank, alpha=ft.lora_alpha,
@@ -57,8 +57,6 @@ def unload(model: nnx.Module) -> nnx.Module:
     if isinstance(model, SoftPromptModel):
         model = model.unwrap()
     if any(isinstance(m, QuantizedLinear) for _, m in nnx.iter_modules(model)):
-        from jaxformer.quantization import dequantize_model
-
         model = dequantize_model(model)
     if lora_modules(model):
         model = merge_and_unload(model)
@@ -72,8 +70,6 @@ def unload(model: nnx.Module) -> nnx.Module:
 def trainable_summary(model: nnx.Module, trainable) -> dict:
     """{"trainable": parameters the filter selects, "total": every parameter, a quantized
     kernel counted by its weights (not its bytes), "fraction"}."""
-    from jaxformer.train.trainable import trainable_filter
-
     _, selected, rest = nnx.split(model, trainable_filter(trainable), ...)
     count = lambda state: sum(v.get_value().size for _, v in nnx.to_flat_state(state)
                               if isinstance(v, nnx.Param))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxformer.nn.embedding import Embed
-from jaxformer.train.trainable import register_variable_type
+from jaxformer.finetune.trainable import register_variable_type
 
 
 @register_variable_type

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from jaxformer.config import Config
 from jaxformer.errors import ConfigError, UserError
-from jaxformer.finetune.base import create_from_base, finish_run, prepare_run_dir
 from jaxformer.parallel import ParallelPlan
 from jaxformer.tasks import make_task
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.eval import evaluate, make_eval_step
+from jaxformer.train.finetune_base import create_from_base, finish_run, prepare_run_dir
 from jaxformer.train.metrics import Throughput
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.profile import StepProfiler
@@ -33,6 +34,7 @@ from jaxformer.train.run_dir import (RunDir, check_same_run, ensure_writable, op
 from jaxformer.train.state import init_train_state, model_graphdef
 from jaxformer.train.step import make_train_step
 from jaxformer.train.stopping import StopSignals
+from jaxformer.train.warm_start import warm_start
 
 
 class NonFiniteLossError(UserError):
@@ -213,7 +215,6 @@ def train(config: Config) -> TrainResult:
                                      hint=optimizer_changes(run, config))
     write_run_files(run, config, task)  # only now: a refused rerun leaves the run as it was
     if start == 0 and t.init_from:  # fine-tuning: a fresh run starts from another model's weights
-        from jaxformer.train.warm_start import warm_start
         state = warm_start(state, t.init_from, say)
     graphdef = model_graphdef(config)
     # Bound to the plan: traced with its mesh and rules, so the model's sharding hints apply.
@@ -244,7 +245,7 @@ def train(config: Config) -> TrainResult:
 
     segment_start = time.perf_counter()
     if is_main and t.progress and start < t.steps:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # only for a progress bar on a terminal
 
         bar = tqdm(total=t.steps, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
     profiler = StepProfiler(run.root / "profile", t.profile_start, t.profile_steps, say)
@@ -323,8 +324,6 @@ def train(config: Config) -> TrainResult:
                     + (f", {size} layers" if size else ""))
         say(f"loss plot: {run.plot}")
     if stopped_by is None:
-        from flax import nnx
-
         model = nnx.merge(graphdef, state.params, state.frozen)
         result.report = task.report(model, say)
         result.sample = result.report.get("sample")

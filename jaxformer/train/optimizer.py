@@ -15,6 +15,7 @@ from flax import nnx
 
 from jaxformer.config import OptimizerConfig
 from jaxformer.nn.params import path_string
+from jaxformer.train.loss_scale import with_loss_scale
 
 
 def make_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -57,7 +58,6 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
                         mask=decay_mask(tuple(config.weight_decay_params)))
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw) if config.grad_clip else adamw
     if config.loss_scale == "dynamic":  # float16 training: see jaxformer/train/loss_scale.py
-        from jaxformer.train.loss_scale import with_loss_scale
 
         tx = with_loss_scale(tx)
     return tx

@@ -20,7 +20,10 @@ from flax import nnx
 from omegaconf import OmegaConf
 
 from jaxformer.config import Config, load_config, save_config
+from jaxformer.data import load_tokenizer
 from jaxformer.errors import ConfigError, UserError
+from jaxformer.train.checkpoint import Checkpointer
+from jaxformer.train.state import abstract_train_state, model_graphdef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +133,6 @@ def load_run(run_dir: str | Path, *, log=print):
     (not the optimizer state), and nothing in the run is written.
 
     Raises UserError when the directory is not a run or holds no checkpoint yet."""
-    from jaxformer.data import load_tokenizer
-    from jaxformer.train.checkpoint import Checkpointer
-    from jaxformer.train.state import abstract_train_state, model_graphdef
-
     run = RunDir(Path(run_dir))
     if not run.config.exists():
         raise UserError(f"{run.root} is not a run directory (no config.yaml): give the train.run_dir "

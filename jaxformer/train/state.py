@@ -16,9 +16,10 @@ from flax import nnx, struct
 
 from jaxformer.config import Config
 from jaxformer.errors import ConfigError
+from jaxformer.finetune.rewrite import apply_finetune
+from jaxformer.finetune.trainable import trainable_filter
 from jaxformer.models import abstract_model, build_model
 from jaxformer.train.optimizer import make_optimizer
-from jaxformer.train.trainable import trainable_filter
 
 
 @struct.dataclass
@@ -39,8 +40,6 @@ def build_run_model(config: Config, rng: jax.Array, base: nnx.State | None = Non
     """The run's model: the family's (random, or holding `base`, the plain model's state),
     rewritten as `config.finetune` says (LoRA, a quantized base, a soft prompt; see
     `jaxformer.finetune`)."""
-    from jaxformer.finetune.rewrite import apply_finetune  # imports the train package itself
-
     rngs = nnx.Rngs(params=rng)
     if base is None:
         model = build_model(config.model, rngs=rngs)
@@ -58,7 +57,7 @@ def model_graphdef(config: Config) -> nnx.GraphDef:
 
 def init_train_state(config: Config, rng: jax.Array, base: nnx.State | None = None) -> TrainState:
     """rng: a raw uint32 [2] key (`jax.random.PRNGKey(seed)`). Pure: same rng, same state.
-    base: the plain model's weights to start from (`jaxformer.finetune.base`); None: random."""
+    base: the plain model's weights to start from (`jaxformer.train.finetune_base`); None: random."""
     init_rng, dropout_rng = jax.random.split(rng)
     _, params, frozen = split_model(build_run_model(config, init_rng, base), config)
     if not jax.tree.leaves(params):

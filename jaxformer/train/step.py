@@ -15,11 +15,11 @@ import optax
 from flax import nnx
 
 from jaxformer.config import Config
+from jaxformer.finetune.trainable import trainable_filter
 from jaxformer.nn.lora import dropout_key as lora_dropout_key
 from jaxformer.train.loss_scale import current_scale
 from jaxformer.train.optimizer import make_schedule
 from jaxformer.train.state import TrainState
-from jaxformer.train.trainable import trainable_filter
 
 
 def aux_total(aux: dict, weights: dict[str, float]) -> jax.Array:

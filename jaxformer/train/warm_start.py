@@ -17,18 +17,16 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import UserError
+from jaxformer.interop import hf
+from jaxformer.train.run_dir import load_run
 
 
 def source_params(source: str | Path) -> dict[tuple, np.ndarray]:
     """{parameter path: array} of a run directory's latest checkpoint or an HF directory."""
     path = Path(source).expanduser()
     if (path / "config.yaml").is_file():
-        from jaxformer.train.run_dir import load_run
-
         _, model, _ = load_run(path, log=lambda _: None)
     elif (path / "config.json").is_file():
-        from jaxformer.interop import hf
-
         _, model = hf.load(path)
     else:
         raise UserError(f"train.init_from={str(source)!r} is neither a run directory (config.yaml) "

@@ -20,6 +20,14 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import ConfigError
+from jaxformer.finetune.adapters import save_adapter
+from jaxformer.finetune.rewrite import unload
+from jaxformer.interop import hf
+from jaxformer.models import abstract_model
+from jaxformer.models.layers import stack_layers
+from jaxformer.parallel.state import named_shardings
+from jaxformer.train.run_dir import load_run
+from jaxformer.train.state import init_train_state
 
 # Model-config fields that do not change what a parameter holds: a base may differ in them.
 FREE_FIELDS = ("dropout", "remat", "attention_impl", "dtype", "param_dtype", "scan_layers")
@@ -61,8 +69,6 @@ def _check_same_model(base_config, config, where: str) -> None:
 
 
 def _plain_params(model) -> dict[tuple, np.ndarray]:
-    from jaxformer.finetune.rewrite import unload
-
     state = nnx.state(unload(model), nnx.Param)
     return {path: np.asarray(jax.device_get(v.get_value())) for path, v in nnx.to_flat_state(state)}
 
@@ -71,8 +77,6 @@ def read_base(path: str | Path, model_config) -> dict[tuple, np.ndarray]:
     """The base's parameters in the per-layer layout {("layers", 0, ..., "kernel"): array}."""
     path = Path(path)
     if base_kind(path) == "hf":
-        from jaxformer.interop import hf
-
         base_config = hf.config_from_hf(hf.read_config(path))
         _check_same_model(base_config.replace(vocab_pad_multiple=model_config.vocab_pad_multiple)
                           if hasattr(base_config, "vocab_pad_multiple") else base_config,
@@ -80,8 +84,6 @@ def read_base(path: str | Path, model_config) -> dict[tuple, np.ndarray]:
         unrolled = (model_config.replace(scan_layers=False)
                     if getattr(model_config, "scan_layers", False) else model_config)
         return hf.load_params(path, unrolled)
-    from jaxformer.train.run_dir import load_run
-
     base_run, model, _ = load_run(path, log=lambda *_: None)
     _check_same_model(base_run.model, model_config, f"{path}")
     params = _plain_params(model)
@@ -95,9 +97,6 @@ def read_base(path: str | Path, model_config) -> dict[tuple, np.ndarray]:
 def base_state(path: str | Path, model_config) -> nnx.State:
     """The base's weights as the `nnx.State` of the plain model `model_config` builds (scanned
     if it says so), cast to its parameter dtype; a ConfigError names any mismatch."""
-    from jaxformer.models import abstract_model
-    from jaxformer.models.layers import stack_layers
-
     params = read_base(path, model_config)
     _, abstract = nnx.split(abstract_model(model_config.replace(scan_layers=False)
                                            if getattr(model_config, "scan_layers", False)
@@ -126,9 +125,6 @@ def base_state(path: str | Path, model_config) -> nnx.State:
 def create_from_base(config, plan):
     """The fresh train state of `config`, its model holding `finetune.base`'s weights, created
     sharded on `plan`'s mesh (the base's arrays are an argument of the compiled creation)."""
-    from jaxformer.parallel.state import named_shardings
-    from jaxformer.train.state import init_train_state
-
     base = base_state(config.finetune.base, config.model)
     init = functools.partial(init_train_state, config, jax.random.PRNGKey(config.train.seed))
     abstract = jax.eval_shape(lambda b: init(base=b), base)
@@ -159,8 +155,6 @@ def finish_run(model, config, run, say) -> None:
     """After training: a LoRA run writes its adapter alone, in peft's layout, to `adapter/`."""
     if config.finetune.mode != "lora" or jax.process_index() != 0:
         return
-    from jaxformer.finetune.adapters import save_adapter
-
     target = run.root / "adapter"
     save_adapter(target, model, config.model, overwrite=True,
                  base_model=str(config.finetune.base or ""))
