@@ -109,7 +109,7 @@ def attention_figure(weights: np.ndarray, layers: list[int], heads: list[int],
     """A matplotlib Figure: one cell per (layer, head), queries down, keys across, a colour bar.
     `labels` name the columns (keys), `row_labels` the rows (queries; default: the same)."""
     row_labels = labels if row_labels is None else row_labels
-    from matplotlib.colors import PowerNorm
+    from matplotlib.colors import PowerNorm  # matplotlib is heavy: loaded only to draw
     from matplotlib.figure import Figure
 
     cell = 2.2 if labels is None else max(2.2, 0.16 * max(len(labels), len(row_labels)))

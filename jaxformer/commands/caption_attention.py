@@ -50,7 +50,7 @@ def read_image(path: Path, channels: int) -> np.ndarray:
         except ValueError as e:
             raise UserError(f"--image {path} is not a numpy array file ({e})") from None
     elif path.suffix == ".png":
-        from matplotlib.image import imread
+        from matplotlib.image import imread  # matplotlib is heavy: loaded only to read a .png
         image = imread(path)
     else:
         raise UserError(f"--image {path}: expected a .npy array or a .png file")
@@ -100,7 +100,7 @@ def caption_figure(image: np.ndarray, maps: dict[int, tuple[np.ndarray, np.ndarr
                    words: list[str], title: str):
     """A matplotlib Figure: per layer (a row) the image, then each token's patch weights drawn
     over it on one colour scale."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib is heavy: loaded only to draw
 
     rows, cols = len(maps), len(words) + 1
     fig = Figure(figsize=(1.9 * cols + 1.2, 2.1 * rows + 0.6), layout="constrained")

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxformer.cascade import (Cascade, LogisticScorer, Stage, confidence, forward_cost, learn,
+                               query_windows, simulate, stage_tables)
+from jaxformer.data import load_corpus
+from jaxformer.data.splits import split_stream
 from jaxformer.errors import UserError
+from jaxformer.train.run_dir import load_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(runs):
-    from jaxformer.train.run_dir import load_run
-
     loaded = [load_run(run, log=lambda *_: None) for run in runs]
     fingerprints = {tok.fingerprint if tok else None for _, _, tok in loaded}
     if len(fingerprints) != 1 or None in fingerprints:
@@ -47,11 +50,6 @@ def _load(runs):
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxformer.cascade import (Cascade, LogisticScorer, Stage, confidence,
-                                   forward_cost, learn, query_windows, simulate, stage_tables)
-    from jaxformer.data import load_corpus
-    from jaxformer.data.splits import split_stream
-
     if not 0 < args.budget:
         raise UserError(f"--budget must be positive, got {args.budget}")
     loaded = _load(args.runs)
@@ -120,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(path: Path, curve, singles, names, scorer) -> None:
-    import matplotlib
+    import matplotlib  # matplotlib is heavy: loaded only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -11,7 +11,11 @@ from the run's labels.json or the HF config's id2label.
 
 import argparse
 
+import numpy as np
+
+from jaxformer import inference
 from jaxformer.commands.encoder_source import add_source_arguments, load_encoder
+from jaxformer.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from jaxformer.errors import UserError
-    from jaxformer import inference
-
     model, tokenizer, labels = load_encoder(args)
     head = model.config.head
     if head == "span_qa":

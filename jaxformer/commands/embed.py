@@ -11,7 +11,11 @@ Each text's embedding is the mean of the last hidden states over its real tokens
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from jaxformer.commands.encoder_source import add_source_arguments, load_encoder
+from jaxformer.errors import UserError
+from jaxformer.inference import embed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from jaxformer.errors import UserError
-    from jaxformer.inference import embed
-
     texts = list(args.texts)
     if args.file is not None:
         if not args.file.is_file():

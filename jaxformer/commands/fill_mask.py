@@ -10,6 +10,8 @@ BertForPreTraining); the text goes in as `[CLS] text [SEP]`.
 import argparse
 
 from jaxformer.commands.encoder_source import add_source_arguments, load_encoder
+from jaxformer.errors import UserError
+from jaxformer.inference import fill_mask
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from jaxformer.errors import UserError
-    from jaxformer.inference import fill_mask
-
     if args.top_k <= 0:
         raise UserError(f"--top-k must be positive, got {args.top_k}")
     if "[MASK]" not in args.text:

@@ -9,6 +9,7 @@ shown (see `jaxformer.models.registry`).
 
 import argparse
 
+import jax
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +17,7 @@ from rich.table import Table
 from jaxformer.errors import ConfigError
 from jaxformer.models import family_of
 from jaxformer.models.costs import ParamCounts, flops_parts, param_counts
+from jaxformer.nn import attention_kernels
 from jaxformer.presets import find_config, model_config_from_dict
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -158,10 +160,6 @@ def attention_line(config, seq_len: int) -> str | None:
     requested = getattr(config, "attention_impl", None)
     if requested is None or not hasattr(config, "num_heads"):
         return None
-    import jax
-
-    from jaxformer.nn import attention_kernels
-
     case = attention_kernels.Case(
         q_len=seq_len, heads=config.num_heads, kv_heads=getattr(config, "kv_heads", config.num_heads),
         head_dim=getattr(config, "head_size", config.d_model // config.num_heads),

@@ -6,6 +6,11 @@ import logging
 import signal
 import sys
 
+from jaxformer.config import load_config
+from jaxformer.parallel import initialize
+from jaxformer.train import train
+from jaxformer.train.host import restart_with_malloc_settings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a preset name from configs/ (shakespeare_char_cpu) or a "
@@ -17,18 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Config errors surface here, before any work.
-    from jaxformer.config import load_config
-
     config = load_config(args.config, args.overrides)
-    from jaxformer.train.host import restart_with_malloc_settings
-
     restart_with_malloc_settings()  # once, before any array exists; see jaxformer/train/host.py
-    from jaxformer.parallel import initialize
-
     # Join a multi-process run (TPU pod, SLURM, launch_local.py): before any compute.
     initialize(timeout_s=config.mesh.init_timeout_s)
-    from jaxformer.train import train
-
     show_attention_choices()
     result = train(config)
     if result.stopped_by:  # shell convention for "ended by signal N", after a clean save

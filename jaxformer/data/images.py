@@ -48,7 +48,7 @@ def load_image_dataset(name: str) -> ImageDataset:
         raise UserError(f"unknown image data set {name!r}: known data sets are "
                         f"{', '.join(IMAGE_DATASETS)}")
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # scikit-learn is heavy: only for digits
     except ImportError:
         raise UserError("the digits data set comes with scikit-learn: pip install scikit-learn"
                         ) from None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxformer.data.corpus import load_corpus
+from jaxformer.data.shakespeare_tasks import DERIVED
 from jaxformer.errors import UserError
 
 KINDS = ("classification", "token_classification", "span_qa")
@@ -84,9 +86,6 @@ def read_jsonl(path: Path, kind: str) -> LabelledData:
 
 def load_labelled(dataset: str, kind: str, corpus: str = "tinyshakespeare") -> LabelledData:
     """The examples of a derived dataset (computed from `corpus`) or of a .jsonl file."""
-    from jaxformer.data.corpus import load_corpus
-    from jaxformer.data.shakespeare_tasks import DERIVED
-
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {KINDS}")
     if dataset in DERIVED:

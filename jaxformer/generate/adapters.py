@@ -17,12 +17,13 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import UserError
+from jaxformer.finetune.adapters import read_adapter
+from jaxformer.finetune.lora import stack_adapters
+from jaxformer.nn.lora import LoRA
 
 
 def stacked_count(model: nnx.Module) -> int | None:
     """How many adapters the model stacks (None: it has no stacked adapters)."""
-    from jaxformer.nn.lora import LoRA
-
     counts = {m.num_adapters for _, m in nnx.iter_modules(model) if isinstance(m, LoRA)}
     counts.discard(None)
     return max(counts) if counts else None
@@ -32,9 +33,6 @@ def serve_adapters(model: nnx.Module, adapters: list, model_config=None) -> nnx.
     """A copy of `model` (a plain base, or one with adapters, which are dropped) holding every
     adapter in `adapters`: peft adapter directories (read onto this model's layers; needs
     `model_config`) or {path: Adapter} dicts as `jaxformer.finetune.adapter_weights` gives."""
-    from jaxformer.finetune.adapters import read_adapter
-    from jaxformer.finetune.lora import stack_adapters
-
     weights = []
     for adapter in adapters:
         if isinstance(adapter, (str, Path)):

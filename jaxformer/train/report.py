@@ -15,7 +15,7 @@ class MetricsLog:
         self.path = Path(jsonl_path)
         self.writer = None
         if enabled:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # heavy: only on the process that logs
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = self.path.open("a", buffering=1)  # line-buffered: a crash loses no line
@@ -52,7 +52,7 @@ def read_metrics(path: Path) -> dict[str, dict[int, dict]]:
 
 def plot_losses(metrics_path: Path, out_path: Path, *, title: str = "") -> Path:
     """Train loss (each log interval's mean) and validation loss against the step, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is heavy: loaded only to draw
     from matplotlib.figure import Figure
 
     records = read_metrics(metrics_path)

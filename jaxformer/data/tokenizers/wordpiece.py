@@ -33,6 +33,7 @@ WORD_START = "\u2581"
 
 
 def _backend(vocab: list[str], lowercase: bool):
+    # HF's tokenizers package loads on first use: only WordPiece (BERT) runs need it.
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, normalizers, pre_tokenizers
 
