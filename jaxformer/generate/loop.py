@@ -60,16 +60,28 @@ class DecodeOutput:
     logits: np.ndarray | None = None  # [batch, max_new_tokens, vocab] float32 if asked for
 
 
+@dataclasses.dataclass
+class _LoopState:
+    """What decoding keeps across calls, for the whole process: the streaming sink (see below),
+    the lock that allows one sink at a time, how many programs were traced, the compiled ones."""
+
+    sink: "token_sink | None" = None
+    sink_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    traces: int = 0
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+
+_STATE = _LoopState()
+
+
 # --- streaming: the loop calls `_emit` (a host callback); `_emit` forwards to the current sink. ---
 # One sink at a time: the compiled program is shared by every caller, so the sink cannot be baked
-# into it. On several devices the callbacks cannot be ordered effects (JAX refuses), so they may
-# arrive out of order or once per device: the sink puts them back in step order, once each.
-_sink_lock = threading.Lock()
-_sink: list = [None]
-
-
+# into it; and it is process-wide state, not a contextvar, because the callbacks run on JAX's
+# threads, which do not see the caller's context. On several devices the callbacks cannot be
+# ordered effects (JAX refuses), so they may arrive out of order or once per device: the sink puts
+# them back in step order, once each.
 def _emit(step, tokens, valid):
-    sink = _sink[0]
+    sink = _STATE.sink
     if sink is not None:
         sink.receive(int(step), np.asarray(tokens), np.asarray(valid))
 
@@ -92,22 +104,19 @@ class token_sink:
             self.next_step += 1
 
     def __enter__(self):
-        _sink_lock.acquire()
-        _sink[0] = self
+        _STATE.sink_lock.acquire()
+        _STATE.sink = self
         return self
 
     def __exit__(self, *exc):
-        _sink[0] = None
-        _sink_lock.release()
+        _STATE.sink = None
+        _STATE.sink_lock.release()
 
 
 # --- the pure function ---
-_trace_count = [0]
-
-
 def trace_count() -> int:
     """How many times a decoding program has been traced (each trace precedes a compilation)."""
-    return _trace_count[0]
+    return _STATE.traces
 
 
 def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
@@ -135,7 +144,7 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
             return run(state, tokens, lengths, rngs, temperature, top_p)
 
     def run(state, tokens, lengths, rngs, temperature, top_p):
-        _trace_count[0] += 1
+        _STATE.traces += 1
         model = nnx.merge(graphdef, state)
         io = steps_for(model)  # decoder-only or encoder-decoder prefill and step
         batch, bucket = tokens.shape[:2]  # images: [batch, height, ...] (their steps ignore bucket)
@@ -175,7 +184,6 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
 
 
 # --- the compile cache ---
-_compiled: dict = {}
 _MAX_COMPILED = 32
 
 
@@ -191,18 +199,19 @@ def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, 
     leaves, treedef = jax.tree.flatten(state)
     key = (graphdef, settings.program_key(), treedef, tuple(_leaf_signature(x) for x in leaves),
            tuple(_leaf_signature(x) for x in args))
-    fn = _compiled.get(key)
+    compiled = _STATE.compiled
+    fn = compiled.get(key)
     if fn is not None:
         return fn, False
     one_device = all(len(getattr(x, "sharding", None).device_set) == 1 for x in leaves
                      if getattr(x, "sharding", None) is not None)
     decode = make_decode_fn(graphdef, settings, ordered_callbacks=one_device)
     fn = jax.jit(decode).lower(state, *args).compile()
-    if len(_compiled) >= _MAX_COMPILED:
-        _compiled.pop(next(iter(_compiled)))  # oldest first
-    _compiled[key] = fn
+    if len(compiled) >= _MAX_COMPILED:
+        compiled.pop(next(iter(compiled)))  # oldest first
+    compiled[key] = fn
     return fn, True
 
 
 def clear_compile_cache() -> None:
-    _compiled.clear()
+    _STATE.compiled.clear()
