@@ -1,8 +1,13 @@
-"""Benchmark: causal attention forward + backward at long lengths on the CPU.
+"""At long lengths on a CPU, how do chunked and block-sparse causal attention compare with dense
+attention, in memory and in time?
 
-    python bench/attention.py [--lengths 1024,2048,...] [--sparse-length 16384] [--dense-max-gib 6]
+Prints the figures of docs/performance.md, "Attention" (the tables of temporaries at T and of
+times at T).
 
-8 heads of 64, batch 1, float32. Three questions, all against references run in this script:
+    python -m bench.attention [--lengths 1024,2048,...] [--sparse-length 16384] [--dense-max-gib 6]
+
+Forward + backward, 8 heads of 64, batch 1, float32. Three parts, each against a reference run in
+this script:
 
 1. Memory per T (XLA's compiled memory analysis of the jitted gradient: nothing is allocated, so
    every T is shown): dense attention (`jax.nn.dot_product_attention`, the [T, T] scores kept for
@@ -19,19 +24,14 @@ references: one run each).
 """
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
-
-from jaxformer.nn.attention_ops import attention_mask  # noqa: E402
-from jaxformer.nn.chunked_attention import chunked_attention, live_fraction  # noqa: E402
-from jaxformer.nn.sparse_attention import SparsePattern  # noqa: E402
+from bench.common import machine_line, time_calls
+from jaxformer.nn.attention_ops import attention_mask
+from jaxformer.nn.chunked_attention import chunked_attention, live_fraction
+from jaxformer.nn.sparse_attention import SparsePattern
 
 HEADS, HEAD_DIM, SCALE = 8, 64, 0.125
 PATTERNS = {
@@ -91,12 +91,7 @@ def best_time(attend, t, repeats: int) -> float:
     fn = compiled(attend, t)
     keys = jax.random.split(jax.random.key(0), 4)
     args = [jax.random.normal(key, (1, t, HEADS, HEAD_DIM), jnp.float32) for key in keys]
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
+    return time_calls(lambda: fn(*args), repeats).best
 
 
 def gib(n: float) -> str:
@@ -104,7 +99,7 @@ def gib(n: float) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", default="1024,2048,4096,8192,16384,32768")
     parser.add_argument("--sparse-length", type=int, default=16384)
     parser.add_argument("--chunked-time-max", type=int, default=16384,

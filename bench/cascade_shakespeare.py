@@ -1,25 +1,26 @@
-"""Recipe: a FrugalGPT cascade of three Shakespeare character models on next-character prediction.
+"""How much accuracy does a FrugalGPT cascade of three Shakespeare character models keep on
+next-character prediction at a fraction of the largest model's cost?
+
+No row in docs/performance.md: the recipe is described in docs/fine-tuning.md, "Cascades".
+
+    python -m bench.cascade_shakespeare [--root runs] [--budgets 0.2 0.4 0.6] [--queries 2000]
 
 Trains (once; the run directories are reused) a tiny model (1 layer, d 32, 600 steps), a small one
 (2 layers, d 64, 1,000 steps) and the `shakespeare_char_cpu` recipe (4 layers, d 128, 2,000 steps),
 all with the same character tokenizer, then runs `jaxformer cascade` on 2,000 validation and 2,000
 test queries (64-character contexts from the validation split) at several budgets, with the
-models' own confidence and with the logistic scorer, and draws the cost-accuracy curve.
-
-    python bench/cascade_shakespeare.py     (under flock /tmp/cpu.lock; about 3 minutes on 2 cores)
+models' own confidence and with the logistic scorer, and draws the cost-accuracy curve. About 3
+minutes on 2 cores.
 """
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
-
-from jaxformer.cli import main as cli  # noqa: E402
-from jaxformer.config import load_config  # noqa: E402
-from jaxformer.train import train  # noqa: E402
+from bench.common import machine_line
+from jaxformer.cli import main as cli
+from jaxformer.config import load_config
+from jaxformer.train import train
 
 MODELS = {
     "char_tiny": ["model.num_layers=1", "model.d_model=32", "model.num_heads=2", "train.steps=600",
@@ -31,7 +32,7 @@ MODELS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("runs"))
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     parser.add_argument("--queries", type=int, default=2000)

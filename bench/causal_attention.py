@@ -1,30 +1,28 @@
-"""Benchmark: causal self-attention at training shapes on the CPU, forward + backward.
+"""At training shapes on a CPU, is causal self-attention a block of queries at a time faster than
+dense attention with a causal mask?
 
-    python bench/causal_attention.py [--rounds 15] [--block N]
+Prints the figures of docs/performance.md, "Attention" (the table of blocked against dense).
+
+    python -m bench.causal_attention [--rounds 15] [--block N]
 
 `blocked_causal_attention` (what `attention_impl=xla` runs on a CPU: query blocks against only the
 keys they can see, heads-major products) against `jax.nn.dot_product_attention` with its causal
-mask, float32, on the shapes of the Shakespeare preset (12 x 64 tokens, 4 heads of 32), BERT's
-and GPT-2's training batches (8 x 128 and 4 x 256 tokens, 12 heads of 64) and longer rows. Both
-are compiled first; the rounds alternate them (each timed call after an untimed one) and the
-median of each is printed with the ratio and the largest difference of their outputs. `--block`
-times another query-block size than the default (`causal_query_block`).
+mask, forward + backward, float32, on the shapes of the Shakespeare preset (12 x 64 tokens, 4
+heads of 32), BERT's and GPT-2's training batches (8 x 128 and 4 x 256 tokens, 12 heads of 64) and
+longer rows. Both are compiled first; the rounds alternate them (each timed call after an untimed
+one) and the median of each is printed with the ratio and the largest difference of their
+outputs. `--block` times another query-block size than the default (`causal_query_block`).
 """
 
 import argparse
+import functools
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, same_allocator  # noqa: E402
-
-from jaxformer.nn.attention_ops import (blocked_causal_attention, causal_query_block,  # noqa: E402
-                                        xla_attention)
+from bench.common import machine_line, same_allocator, time_calls
+from jaxformer.nn.attention_ops import blocked_causal_attention, causal_query_block, xla_attention
 
 SHAPES = [(12, 64, 4, 32), (8, 128, 12, 64), (4, 256, 12, 64), (2, 512, 12, 64), (1, 1024, 12, 64)]
 
@@ -43,15 +41,8 @@ def blocked(block):
     return lambda q, k, v, scale: blocked_causal_attention(q, k, v, scale=scale, block=block)
 
 
-def timed(fn, args) -> float:
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--block", type=int, default=None, help="queries per block (default: "
                         "causal_query_block(tokens))")
@@ -73,7 +64,7 @@ def main() -> None:
         times = {name: [] for name in fns}
         for _ in range(args.rounds):
             for name, fn in fns.items():
-                times[name].append(timed(fn, data))
+                times[name].append(time_calls(functools.partial(fn, *data), warmup=1).median)
         d, b = (statistics.median(times[n]) * 1e3 for n in ("dense", "blocked"))
         diff = float(jnp.abs(dense(*data[:3], scale) - blocked(block)(*data[:3], scale)).max())
         print(f"| {batch} x {time_}, {heads} x {head_dim} | {block} | {d:.2f} "

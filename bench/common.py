@@ -1,10 +1,13 @@
-"""What every benchmark prints and how it times: the machine, and the median of repeated runs."""
+"""What every benchmark shares: the machine line it prints first, the one way it times code, the
+allocator both sides of a comparison run under, and the matmul ceiling."""
 
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def cpu_model() -> str:
@@ -19,6 +22,8 @@ def cpu_model() -> str:
 
 
 def machine_line() -> str:
+    """The line every benchmark prints first: the CPU, its cores, JAX and its device, and the
+    load average (other work on the machine makes timings noisy)."""
     import jax
 
     load = os.getloadavg()[0]
@@ -38,14 +43,43 @@ def same_allocator() -> str:
     return f"allocator (both sides): {shown or 'glibc defaults'}"
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    """(median seconds, every run's seconds) of `fn()` over `repeats` runs."""
-    times = []
-    for _ in range(repeats):
+@dataclass(frozen=True)
+class Timings:
+    """The seconds of each timed call, and what the last call returned."""
+
+    seconds: list[float]
+    result: object = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    def runs(self) -> str:
+        return ", ".join(f"{t:.2f}" for t in self.seconds)
+
+
+def time_calls(fn: Callable[[], object], repeats: int = 1, warmup: int = 0) -> Timings:
+    """Time `repeats` calls of `fn()` after `warmup` untimed ones. Each call is timed until its
+    JAX results are ready: JAX returns before it computes (asynchronous dispatch), so without the
+    wait a call would time the dispatch alone. Both sides of a comparison go through here, so
+    they are timed the same way."""
+    seconds, result = [], None
+    for i in range(warmup + repeats):
+        result = None  # the previous call's result is freed before the next call runs
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        result = _ready(fn())
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return Timings(seconds, result)
+
+
+def _ready(result):
+    jax = sys.modules.get("jax")  # not loaded: the result holds no JAX array to wait for
+    return jax.block_until_ready(result) if jax is not None else result
 
 
 # The ceiling. A training step of a transformer is almost all matmul work, so no implementation
@@ -72,12 +106,8 @@ def matmul_peak(shapes: list[tuple[int, int, int]], repeats: int = 5) -> tuple[f
         b = rng.normal(size=(k, n)).astype(np.float32)
         ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
         matmul = jax.jit(jnp.matmul)
-        jax.block_until_ready(matmul(ja, jb))
-        ta @ tb  # warm-up
-        for library, fn in (("XLA", lambda: jax.block_until_ready(matmul(ja, jb))),
-                            ("PyTorch", lambda: ta @ tb)):
-            seconds, _ = median_time(fn, repeats)
-            rate = 2 * m * k * n / seconds
+        for library, fn in (("XLA", lambda: matmul(ja, jb)), ("PyTorch", lambda: ta @ tb)):
+            rate = 2 * m * k * n / time_calls(fn, repeats, warmup=1).median  # XLA compiles first
             if rate > best:
                 best, where = rate, f"{library}, {m}x{k}x{n}"
     return best, where

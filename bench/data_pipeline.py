@@ -1,30 +1,41 @@
-"""Cost of the data pipeline per batch (host CPU), for the Tiny Shakespeare presets' random
-windows and for packed documents (the corpus cut into speeches at blank lines).
+"""What does the data pipeline cost the host CPU per batch, for the Tiny Shakespeare presets'
+random windows and for packed documents?
 
-    python bench/data_pipeline.py [--batches 2000]
+No row of its own: the pipeline is one part of the per-step host overhead that
+`python -m bench.shakespeare --phases` measures whole, in docs/performance.md, "The Shakespeare
+recipe".
+
+    python -m bench.data_pipeline [--batches 2000]
+
+Times the loading of the corpus, then batches of random windows at the CPU and GPU presets'
+shapes and of packed documents (the corpus cut into speeches at blank lines), each after 10
+untimed batches (the first ones build the packing buffers).
 """
 
 import argparse
 import time
 
+from bench.common import machine_line, time_calls
 from jaxformer.data import DataConfig, build_tokenizer, load_corpus, make_train_iterator
 from jaxformer.data.corpus import Corpus
 from jaxformer.data.splits import encode_corpus
 
 
 def per_batch_ms(iterator, batches: int) -> float:
+    def draw():
+        for _ in range(batches):
+            next(iterator)
+
     for _ in range(10):  # warm up (first batches build the packing buffers)
         next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return (time.perf_counter() - start) / batches * 1e3
+    return time_calls(draw).median / batches * 1e3
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=2000)
     args = parser.parse_args()
+    print(machine_line())
 
     start = time.perf_counter()
     shakespeare = load_corpus("tinyshakespeare")

@@ -1,6 +1,10 @@
-"""How long one decoding step's matrix products take with nothing else around them.
+"""How long do one decoding step's matrix products take with nothing else around them, in XLA and
+in PyTorch?
 
-    flock /tmp/cpu.lock python bench/decode_products.py [--rows 1 8 32]
+Prints the figures of docs/performance.md, "Decoding GPT-2 small" (the rows of one decoding
+step's matrix products); "Decoding an encoder-decoder" reads them to explain its batch-8 rows.
+
+    python -m bench.decode_products [--rows 1 8 32] [--repeats 15]
 
 A decoding step multiplies a few rows (the batch, times the beams) by every weight matrix of the
 decoder: per layer the attention projections and the feed-forward, then the LM head. At so few
@@ -8,22 +12,19 @@ rows the matmul kernels run far below the machine's peak, and they set the pace 
 batch 8 and beyond. This script times those products alone, for GPT-2 small and for a t5-small
 decoder step (self-attention q, k, v, o; cross-attention q, o, since the encoder's keys and values
 are computed once; the feed-forward; the head), all in one compiled XLA call and back to back in
-PyTorch, median of --repeats, and prints them next to the time a step of a given speed allows.
-Compare with bench/generate.py and bench/seq2seq_generate.py, whose steps do these products and
-more (norms, attention over the cache, choosing the next token).
+PyTorch, median of --repeats after one warm-up. Compare with bench/generate.py and
+bench/seq2seq_generate.py, whose steps do these products and more (norms, attention over the
+cache, choosing the next token).
 """
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, median_time  # noqa: E402
+from bench.common import machine_line, time_calls
 
 
 def gpt2_step(d=768, mlp=3072, layers=12, vocab=50257) -> list[tuple[int, int]]:
@@ -49,19 +50,18 @@ def products_seconds(shapes: list[tuple[int, int]], rows: int, repeats: int) -> 
     tw = [torch.from_numpy(w) for w in weights]
     tx = {k: torch.from_numpy(x) for k, x in inputs.items()}
     products = jax.jit(lambda ws, xs: [xs[w.shape[0]] @ w for w in ws])
-    jax.block_until_ready(products(jw, jx))
 
     def torch_products():
         with torch.inference_mode():
             return [tx[w.shape[0]] @ w for w in tw]
 
-    torch_products()  # warm-up
-    return {"XLA": median_time(lambda: jax.block_until_ready(products(jw, jx)), repeats)[0],
-            "PyTorch": median_time(torch_products, repeats)[0]}
+    # The warm-up compiles the XLA side; PyTorch gets the same untimed call.
+    return {"XLA": time_calls(lambda: products(jw, jx), repeats, warmup=1).median,
+            "PyTorch": time_calls(torch_products, repeats, warmup=1).median}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()

@@ -1,6 +1,9 @@
-"""Benchmark: BERT-base masked-LM forward + backward, jaxformer against HF transformers (PyTorch).
+"""Is jaxformer's BERT-base masked-LM step (forward and backward) 1.3x faster than HF
+transformers' in PyTorch?
 
-    flock /tmp/cpu.lock python bench/encoder.py [--rounds 5]
+Prints the figures of docs/performance.md, "BERT-base: masked-LM step".
+
+    python -m bench.encoder [--rounds 5] [--warmup 2]
 
 Both sides: BERT-base shape (12 layers, d 768, vocabulary 30522), float32, random weights,
 batch 8 x 128 tokens, 20 masked positions per row (Google's BERT recipe for 128 tokens), dropout
@@ -15,21 +18,17 @@ step = the loss's gradient with respect to every parameter, no optimizer update.
 
 The rounds alternate the three so the machine's drift affects each alike, each timed step after
 an untimed one of its own; the median step time of each is reported with tokens/s, the ratio to
-HF, and MFU against the float32 matmul peak
-measured here, the fastest matmul on BERT's product shapes and a 2048-cube by XLA or PyTorch
-(FLOPs: 2 x multiply-adds forward, twice that backward, of the matmuls each variant actually
-runs), then the ceiling that peak puts on the gathered variant (bench/common.py). Prints the CPU model; run it under the CPU lock, on a quiet machine.
+HF, and MFU against the float32 matmul peak measured here, the fastest matmul on BERT's product
+shapes and a 2048-cube by XLA or PyTorch (FLOPs: 2 x multiply-adds forward, twice that backward,
+of the matmuls each variant actually runs), then the ceiling that peak puts on the gathered
+variant (bench/common.py). Run it on a quiet machine.
 """
 
 import argparse
 import os
 import statistics
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import ceiling_line, machine_line, matmul_peak, same_allocator  # noqa: E402
+from bench.common import ceiling_line, machine_line, matmul_peak, same_allocator, time_calls
 
 BATCH, SEQ, PREDICTIONS = 8, 128, 20
 
@@ -111,14 +110,8 @@ def jax_step(gather: bool):
     return step
 
 
-def timed(step) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
@@ -152,8 +145,7 @@ def main() -> None:
             # One untimed step of the same side first: a training run repeats one library's
             # step, and the other library's step just before leaves the caches and the
             # allocator's free memory in its own state (it cost jaxformer's next step 1-2 s).
-            step()
-            times[name].append(timed(step))
+            times[name].append(time_calls(step, warmup=1).median)
     hf_name = next(iter(steps))
     hf_median = statistics.median(times[hf_name])
     print(f"\nMLM forward + backward, BERT-base, batch {BATCH} x {SEQ} tokens, float32, "

@@ -1,37 +1,35 @@
-"""LoRA against full fine-tuning, and against HF transformers + peft, on a GPT-2-small-shaped
-model (124M parameters, random weights, float32, batch 4 x 256 tokens, AdamW, no dropout), all in
-one run on one machine.
+"""Does LoRA on a GPT-2-small-shaped model train 0.3% of the parameters, take at most 0.8x the
+step time of full fine-tuning, and run 1.3x HF transformers + peft's tokens/s?
 
-LoRA: rank 8, alpha 16, on the query and value projections of every layer, the LoRA paper's
-choice (peft's reference side adapts GPT-2's fused c_attn with rank 8, the same 294,912
-parameters). Prints, for jaxformer full / jaxformer LoRA / HF + peft LoRA: trainable parameters and
-their share, optimizer state bytes, train-state bytes, XLA's compiled temporary bytes, step time
-and tokens/s (median of `--repeats` timings of `--steps` steps after a warm-up), and the goals:
-trainable <= 0.3% of all parameters, optimizer state in proportion, LoRA step time <= 0.8x full
-fine-tuning, LoRA tokens/s >= 1.3x HF + peft; then the ceiling (HF + peft's matmul FLOPs at the
-fastest matmul rate measured: the most any implementation could gain; bench/common.py).
+Prints the figures of docs/performance.md, "LoRA".
 
-    python bench/finetune.py            (run it under the machine's CPU lock: flock /tmp/cpu.lock)
-    python bench/finetune.py --qlora    (also QLoRA: the base stored NF4, adapters in bfloat16)
+    python -m bench.finetune [--batch 4] [--seq 256] [--steps 2] [--repeats 3] [--no-hf]
+    python -m bench.finetune --qlora    # also QLoRA: the base stored NF4, adapters in bfloat16
+
+A GPT-2-small-shaped model (124M parameters, random weights, float32, batch 4 x 256 tokens,
+AdamW, no dropout), every variant in one run on one machine. LoRA: rank 8, alpha 16, on the
+query and value projections of every layer, the LoRA paper's choice (peft's reference side adapts
+GPT-2's fused c_attn with rank 8, the same 294,912 parameters). Prints, for jaxformer full /
+jaxformer LoRA / HF + peft LoRA: trainable parameters and their share, optimizer state bytes,
+train-state bytes, XLA's compiled temporary bytes, step time and tokens/s (median of `--repeats`
+timings of `--steps` steps after a warm-up), and the goals; then the ceiling (HF + peft's matmul
+FLOPs at the fastest matmul rate measured: the most any implementation could gain;
+bench/common.py).
 """
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import jax
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import (ceiling_line, machine_line, matmul_peak, median_time,  # noqa: E402
-                    same_allocator, torch_matmul_flops)
-from train_throughput import batches, gpt2_matmul_shapes  # noqa: E402
-
-from jaxformer.config import load_config  # noqa: E402
-from jaxformer.tasks import make_task  # noqa: E402
-from jaxformer.train.optimizer import make_optimizer  # noqa: E402
-from jaxformer.train.state import create_state, model_graphdef  # noqa: E402
-from jaxformer.train.step import make_train_step  # noqa: E402
+from bench.common import (ceiling_line, machine_line, matmul_peak, same_allocator, time_calls,
+                          torch_matmul_flops)
+from bench.train_throughput import batches, gpt2_matmul_shapes
+from jaxformer.config import load_config
+from jaxformer.tasks import make_task
+from jaxformer.train.optimizer import make_optimizer
+from jaxformer.train.state import create_state, model_graphdef
+from jaxformer.train.step import make_train_step
 
 LORA = ["finetune.mode=lora", "finetune.lora_rank=8", "finetune.lora_alpha=16",
         "finetune.lora_targets=[query,value]"]
@@ -58,17 +56,18 @@ def bench_jaxformer(args, extra: list[str]) -> dict:
     def run():
         for i in range(args.steps):
             holder["state"], metrics = step(holder["state"], data[i % 2])
-        jax.block_until_ready(metrics)
+        return metrics
 
     holder["state"], metrics = step(holder["state"], data[0])
     jax.block_until_ready(metrics)
-    median, times = median_time(run, args.repeats)
+    runs = time_calls(run, args.repeats)
+    median = runs.median
     total = trainable + frozen - quantized + _quantized_weights(config, holder["state"])
     return {"trainable": trainable, "total": total, "optimizer_bytes": nbytes(state.opt_state),
             "state_bytes": nbytes(holder["state"]),
             "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
             "step_s": median / args.steps, "tokens_per_s": args.batch * args.seq * args.steps / median,
-            "times": times}
+            "times": runs}
 
 
 def _frozen_quantized(frozen):
@@ -117,7 +116,8 @@ def bench_hf_peft(args) -> dict:
             one(data[i % 2])
 
     one(data[0])
-    median, times = median_time(run, args.repeats)
+    runs = time_calls(run, args.repeats)
+    median = runs.median
     matmul_flops = torch_matmul_flops(lambda: one(data[0]))
     count = sum(p.numel() for p in trainable)
     moments = sum(t.numel() * t.element_size() for s in optimizer.state.values()
@@ -125,7 +125,7 @@ def bench_hf_peft(args) -> dict:
     return {"trainable": count, "total": sum(p.numel() for p in model.parameters()),
             "optimizer_bytes": moments, "state_bytes": None, "temp_bytes": None,
             "step_s": median / args.steps,
-            "tokens_per_s": args.batch * args.seq * args.steps / median, "times": times,
+            "tokens_per_s": args.batch * args.seq * args.steps / median, "times": runs,
             "matmul_flops": matmul_flops}
 
 
@@ -137,7 +137,7 @@ def row(name, r) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2, help="steps per timed run")
@@ -176,7 +176,7 @@ def main():
         print(ceiling_line(hf["matmul_flops"], hf["step_s"],
                            *matmul_peak(gpt2_matmul_shapes(args.batch * args.seq)), goal=1.3))
     for name, r in results.items():
-        print(f"{name}: runs {', '.join(f'{t:.2f}' for t in r['times'])} s for {args.steps} steps")
+        print(f"{name}: runs {r['times'].runs()} s for {args.steps} steps")
 
 
 if __name__ == "__main__":

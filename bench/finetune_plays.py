@@ -1,4 +1,9 @@
-"""Recipe: fine-tune a Shakespeare character model onto a play it never saw, every way at once.
+"""Fine-tuning a Shakespeare character model onto a play it never saw: how does each fine-tuning
+mode compare in trainable parameters, memory, step time and held-out loss?
+
+No row in docs/performance.md: the recipe is described in docs/fine-tuning.md, "Fine-tuning runs".
+
+    python -m bench.finetune_plays [--root DIR] [--base-steps 2000] [--steps 300] [--only MODE ...]
 
 Tiny Shakespeare is cut by play: The Winter's Tale (from "ARCHIDAMUS:" to the start of Measure
 for Measure, 135,744 characters) is held out; a base model (the `shakespeare_char_cpu` recipe:
@@ -8,9 +13,7 @@ on the play's last 10%: full fine-tuning, LoRA (query + value, and every linear 
 base stored NF4, adapters in bfloat16), the top layer only, and a soft prompt. For each: trainable
 parameters, train-state memory (parameters, frozen weights and optimizer state), step time
 (median over the logged windows, compilation excluded) and the held-out loss (every model on the
-same consecutive 48-character windows).
-
-    python bench/finetune_plays.py          (under flock /tmp/cpu.lock; about 6 minutes on 2 cores)
+same consecutive 48-character windows). About 6 minutes on 2 cores.
 """
 
 import argparse
@@ -18,21 +21,18 @@ import dataclasses
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
-
-from jaxformer.config import load_config  # noqa: E402
-from jaxformer.data import load_corpus  # noqa: E402
-from jaxformer.data.splits import split_stream  # noqa: E402
-from jaxformer.train import load_run, train  # noqa: E402
-from jaxformer.train.state import abstract_train_state  # noqa: E402
+from bench.common import machine_line
+from jaxformer.config import load_config
+from jaxformer.data import load_corpus
+from jaxformer.data.splits import split_stream
+from jaxformer.train import load_run, train
+from jaxformer.train.state import abstract_train_state
 
 PLAY = ("The Winter's Tale", "\nARCHIDAMUS:\n", "\nDUKE VINCENTIO:\n")
 
@@ -98,7 +98,7 @@ def state_memory(config) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("runs/plays"))
     parser.add_argument("--base-steps", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=300)

@@ -1,4 +1,11 @@
-"""Decoding speed: jaxformer's compiled scan loop vs HuggingFace transformers `generate`.
+"""Does jaxformer decode GPT-2 small 2x as fast as HF transformers' `generate`, at batch 1 and 8,
+and how close does batch 1 get to the cap memory bandwidth puts on it?
+
+Prints the figures of docs/performance.md, "Decoding GPT-2 small" (the rows of greedy decoding).
+
+    python -m bench.generate                              # CPU, float32, both libraries
+    python -m bench.generate --weights bfloat16           # bf16 weights (half the bytes per token)
+    python -m bench.generate --dtype bfloat16 --no-hf     # e.g. on a GPU
 
 GPT-2 small shape, random weights, 16-token prompts, 128 new tokens, greedy, at batch 1 and 8.
 Prints tokens/s for both (new tokens over wall time, prefill included; the median of --repeats
@@ -7,19 +14,10 @@ how close batch-1 decoding gets to the memory-bandwidth cap: bandwidth / bytes o
 token, the bandwidth measured in the same run (a jit-compiled matrix-vector product over 512 MiB,
 as bench/bandwidth.py does). `--weights bfloat16` decodes with the float32 model's weights cast
 once to bfloat16 (`jaxformer.generate.precision`), against HF in float32.
-
-    python bench/generate.py                      # CPU, float32, both libraries
-    python bench/generate.py --weights bfloat16   # bf16 weights (half the bytes per token)
-    python bench/generate.py --dtype bfloat16 --no-hf   # e.g. on a GPU
-Target on the 2-core CPU: at least 2x HF's tokens/s at batch 1 and at batch 8.
 """
 
 import argparse
 import os
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +25,9 @@ import numpy as np
 from flax import nnx
 
 import jaxformer
+from bench.common import machine_line, time_calls
 from jaxformer.generate import decode, make_settings
 from jaxformer.generate.precision import with_weights_dtype
-
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
 
 
 def weight_bytes(model) -> int:
@@ -45,16 +41,6 @@ def weight_bytes(model) -> int:
     return total
 
 
-def median_of(fn, repeats: int) -> float:
-    """The median seconds of `repeats` runs of `fn()`."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measured_bandwidth(mib: int = 512, repeats: int = 10) -> float:
     """Read bandwidth in GB/s: the best of `repeats` jit-compiled float32 matrix-vector products
     over a `mib` MiB matrix (far past the caches), the operation batch-1 decoding repeats."""
@@ -63,13 +49,7 @@ def measured_bandwidth(mib: int = 512, repeats: int = 10) -> float:
     matrix = jax.random.normal(jax.random.key(0), (rows, cols), jnp.float32)
     vector = jnp.ones((cols,), jnp.float32)
     matvec = jax.jit(jnp.matmul)
-    matvec(matrix, vector).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matvec(matrix, vector).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 4 * rows * cols / min(times) / 1e9
+    return 4 * rows * cols / time_calls(lambda: matvec(matrix, vector), repeats, warmup=1).best / 1e9
 
 
 def bench_jaxformer(model, prompts, new_tokens: int, repeats: int) -> dict:
@@ -79,8 +59,8 @@ def bench_jaxformer(model, prompts, new_tokens: int, repeats: int) -> dict:
     decode(model, prompts, full, timings=timings)  # compile
     compile_s = timings["compile_s"]
     decode(model, prompts, first)  # compile the one-token program
-    total = median_of(lambda: decode(model, prompts, full), repeats)
-    ttft = median_of(lambda: decode(model, prompts, first), repeats)
+    total = time_calls(lambda: decode(model, prompts, full), repeats).median
+    ttft = time_calls(lambda: decode(model, prompts, first), repeats).median
     return {"tokens_per_s": len(prompts) * new_tokens / total, "ttft_s": ttft,
             "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / max(total - ttft, 1e-9),
             "compile_s": compile_s}
@@ -104,14 +84,14 @@ def bench_hf(prompts, new_tokens: int, repeats: int) -> dict:
 
     out = run(new_tokens)  # warm-up
     assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
-    total = median_of(lambda: run(new_tokens), repeats)
-    ttft = median_of(lambda: run(1), repeats)
+    total = time_calls(lambda: run(new_tokens), repeats).median
+    ttft = time_calls(lambda: run(1), repeats).median
     return {"tokens_per_s": len(prompts) * new_tokens / total, "ttft_s": ttft,
             "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / max(total - ttft, 1e-9)}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gpt2-small")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])

@@ -1,6 +1,8 @@
-"""Benchmark: what the glibc malloc settings of `jaxformer train` on CPU are worth.
+"""What are the glibc malloc settings of `jaxformer train` on a CPU worth, in time per step?
 
-    python bench/malloc.py [--preset shakespeare_char_cpu] [--steps 400] [--rounds 2] [key=value ...]
+Prints the figures of docs/performance.md, "CPU allocator settings".
+
+    python -m bench.malloc [--preset PRESET] [--steps 400] [--rounds 2] [key=value ...]
 
 `jaxformer train` restarts itself once with malloc settings that keep freed memory in the process
 and back it with transparent huge pages (jaxformer/train/host.py); JAXFORMER_KEEP_MALLOC=1 turns
@@ -23,12 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bandwidth import cpu_model
+from bench.common import machine_line
+from jaxformer.train.host import OPT_OUT, SETTING_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from jaxformer.train.host import OPT_OUT, SETTING_NAMES  # noqa: E402
-
 SETTINGS = (*SETTING_NAMES, OPT_OUT)  # cleared, then set per variant
 VARIANTS = {  # name -> environment the `jaxformer train` subprocess starts with
     "all settings (default)": {},
@@ -41,7 +41,7 @@ def run(preset: str, variant: dict, steps: int, overrides: list[str]) -> dict:
     """One `jaxformer train` subprocess: ms per step (median over log intervals), CPU seconds and
     minor page faults."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = str(REPO)  # the subprocesses train with this checkout's jaxformer
     env.update(variant)
     with tempfile.TemporaryDirectory(prefix="jaxformer-malloc-") as run_dir:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -68,13 +68,14 @@ def _config_value(yaml_text: str, key: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="shakespeare_char_cpu")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; {args.preset}, {args.steps} steps a run")
+    print(machine_line())
+    print(f"{args.preset}, {args.steps} steps a run")
     results = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, variant in VARIANTS.items():

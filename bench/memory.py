@@ -1,6 +1,9 @@
-"""Per-device training memory of the presets on an 8-device FSDP mesh, from abstract shapes only.
+"""How much memory does each preset's training take per device on an 8-device FSDP mesh, with and
+without remat, and on which accelerators does it fit?
 
-    python bench/memory.py [--presets gpt2-small llama-3.1-8b] [--remat none full dots_saveable]
+No row in docs/performance.md: the figures are in docs/scale-out.md, "Memory per device".
+
+    python -m bench.memory [--presets gpt2-small llama-3.1-8b] [--remat none full dots_saveable]
 
 For each preset and remat policy, the real train step (`jaxformer.train.step`) is lowered with
 abstract inputs (`jax.ShapeDtypeStruct`s carrying their shardings: no weight is ever allocated)
@@ -18,6 +21,7 @@ within tens of percent. Attention is the XLA implementation, which materialises 
 import os
 import sys
 
+# Before JAX starts: the mesh is eight fake CPU devices, whatever accelerator the machine has.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
@@ -30,6 +34,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 
+from bench.common import machine_line  # noqa: E402
 from jaxformer.config import Config, TrainLoopConfig  # noqa: E402
 from jaxformer.parallel import (MeshConfig, abstract_state, batch_sharding, make_mesh,  # noqa: E402
                                 make_rules, sharding_context)
@@ -96,7 +101,7 @@ def fit(total: int, capacity: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=PRESETS)
     parser.add_argument("--remat", nargs="+", default=["none", "full"],
                         choices=["none", "dots_saveable", "full"])
@@ -105,6 +110,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     mesh = make_mesh(MeshConfig(data=1, fsdp=8))
+    print(machine_line())
     print(f"8-device FSDP mesh (fake CPU devices), {args.batch_per_device} sequence(s) per device, "
           f"sequence length {', '.join(f'{k} {v}' for k, v in SEQ_LEN.items())}, else the model's "
           f"context; bf16 compute, f32 params + AdamW state, scanned layers. GiB per device.\n")

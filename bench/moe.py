@@ -1,6 +1,10 @@
-"""Benchmark: a mixture of experts against a dense model with the same active parameters.
+"""Does a mixture of experts with the same active parameters as a dense model keep 0.7x its
+training speed and reach a lower validation loss?
 
-    python bench/moe.py [--steps 2000] [--rounds 3] [key=value ...]
+Prints the figures of docs/performance.md, "Mixture of experts" (the rows of training tokens/s
+and validation loss); bench/moe_layer.py times one sublayer alone.
+
+    python -m bench.moe [--steps 2000] [--rounds 3] [key=value ...]
 
 Trains `shakespeare_char_cpu` (dense: 4 layers, d 128, feed-forward width 512) and
 `shakespeare_char_cpu_moe` (the same with 8 experts of width 256 in every layer, top-2: a token
@@ -8,17 +12,20 @@ uses 2 x 256 = 512 hidden units, as in the dense model) for the same steps on th
 after the other in this process, `--rounds` times alternately (the machine's drift hits both
 alike), and prints each run's tokens/s (median over the logged intervals, compile and evaluations
 excluded) and validation loss at the last step, then the ratio of the two presets' medians over
-the rounds. Targets (issue 13): the MoE at least 0.7x the dense tokens/s and a lower validation
-loss. Runs are seeded, so every round ends at the same losses.
+the rounds. Runs are seeded, so every round ends at the same losses.
 """
 
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.common import machine_line, same_allocator
+from jaxformer.config import load_config
+from jaxformer.models.costs import param_counts
+from jaxformer.train import RunDir, train
 
 
 def run(preset: str, steps: int, overrides: list[str]) -> dict:
@@ -42,27 +49,18 @@ def run(preset: str, steps: int, overrides: list[str]) -> dict:
     return dict(val=result.val_loss, rate=statistics.median(rates), loads=loads)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="MoE vs dense with the same active parameters")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
-    args, overrides = parser.parse_known_args()
-    sys.path.insert(0, str(Path(__file__).parent))
-    from common import machine_line, same_allocator
-
+    args, overrides = parser.parse_known_args()  # the rest: key=value overrides of both presets
     allocator = same_allocator()  # as `jaxformer train` does (restarts once; see host.py)
-
-    from jaxformer.config import load_config
-    from jaxformer.models.costs import param_counts
-    from jaxformer.train import RunDir, train
-
-    steps = args.steps
     print(machine_line())
     print(allocator)
     results = {"shakespeare_char_cpu": [], "shakespeare_char_cpu_moe": []}
     for _ in range(args.rounds):
         for preset, runs in results.items():
-            runs.append(run(preset, steps, overrides))
+            runs.append(run(preset, args.steps, overrides))
     dense, moe = ({"rate": statistics.median(r["rate"] for r in runs), "val": runs[-1]["val"],
                    "loads": runs[-1]["loads"]} for runs in results.values())
     ratio = moe["rate"] / dense["rate"]
@@ -74,3 +72,7 @@ if __name__ == "__main__":
     if moe["loads"]:
         print("router statistics at the last step: " + ", ".join(
             f"{k.removeprefix('moe/')} {v:.3f}" for k, v in sorted(moe["loads"].items())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,27 +1,28 @@
-"""Benchmark: one mixture-of-experts sublayer against the dense feed-forward it replaces.
+"""How much slower is one mixture-of-experts sublayer than the dense feed-forward it replaces, with
+each way of dispatching tokens to the experts?
 
-    PYTHONPATH=. python bench/moe_layer.py
+Prints the figures of docs/performance.md, "Mixture of experts" (the rows of one sublayer); the
+whole-model comparison is bench/moe.py.
+
+    python -m bench.moe_layer [--repeats 50]
 
 Forward + backward (gradients of the parameters and the input) at the Shakespeare CPU presets'
 batch (12 x 64 tokens, d 128): the dense GELU feed-forward of width 512 against 8 experts of width
-256, top-2, with capacity dispatch (training, capacity factor 1.0 as in the MoE preset, and
-1.25, Switch's) and with dropless dispatch
-(`jax.lax.ragged_dot`). Prints the median time of each (ms) and the ratio to dense; the
-whole-model comparison is bench/moe.py.
+256, top-2, with capacity dispatch (training, capacity factor 1.0 as in the MoE preset, and 1.25,
+Switch's) and with dropless dispatch (`jax.lax.ragged_dot`). Prints the median time of each (ms)
+after one untimed call that compiles it, and the ratio to dense.
 """
 
-import sys
-from pathlib import Path
+import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, median_time  # noqa: E402
-
-from jaxformer.nn.feedforward import FeedForward  # noqa: E402
-from jaxformer.nn.moe import MoE  # noqa: E402
+from bench.common import machine_line, time_calls
+from jaxformer.nn.feedforward import FeedForward
+from jaxformer.nn.moe import MoE
 
 B, T, D = 12, 64, 128
 
@@ -39,7 +40,10 @@ def fwd_bwd(module, is_moe: bool):
     return params, jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls; the median counts")
+    args = parser.parse_args()
     print(machine_line())
     x = jax.random.normal(jax.random.key(0), (B, T, D))
     layers = {"dense feed-forward 512": (FeedForward(D, 512, activation="gelu", use_bias=False,
@@ -53,8 +57,11 @@ if __name__ == "__main__":
     dense = None
     for name, (module, is_moe) in layers.items():
         params, fn = fwd_bwd(module, is_moe)
-        jax.block_until_ready(fn(params, x))  # compile
-        seconds, _ = median_time(lambda: jax.block_until_ready(fn(params, x)), 50)
+        seconds = time_calls(functools.partial(fn, params, x), args.repeats, warmup=1).median
         dense = dense or seconds
         print(f"{name}: forward + backward {seconds * 1e3:.2f} ms ({seconds / dense:.2f}x dense)",
               flush=True)
+
+
+if __name__ == "__main__":
+    main()

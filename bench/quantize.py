@@ -1,19 +1,24 @@
-"""Weight-only quantization (int8, int4, NF4) against float32, in one run on one machine:
+"""What do int8, int4 and NF4 weight-only quantization save in bytes, cost in perplexity, and do
+to batch-1 decoding speed, against float32?
+
+Prints the figures of docs/performance.md, "Quantization".
+
+    python -m bench.quantize [--run DIR] [--group-size 64] [--repeats 3] [--skip-decode]
+
+In one run on one machine:
 
 1. GPT-2 small shape (124M, random weights): the bytes of the stored weights and batch-1 greedy
-   decoding speed (16-token prompt, `--new-tokens` new tokens, median of `--repeats`), which is
+   decoding speed (16-token prompt, `--new-tokens` new tokens, median of `--repeats`; each run's
+   time is the one `decode` reports, prefill and decoding without compilation), which is
    memory-bound, so fewer bytes per weight should mean more tokens/s.
 2. A trained Shakespeare character model (`--run`, trained with the `shakespeare_char_cpu` preset
    if the directory holds no run): perplexity on the whole validation split (consecutive windows
-   of the training context) for each format, and its change against float32
-   (goals: int8 within 1%, NF4 within 5%).
-
-    python bench/quantize.py --run runs/shakespeare_char_cpu     (under flock /tmp/cpu.lock)
+   of the training context) for each format, and its change against float32 (goals: int8 within
+   1%, NF4 within 5%).
 """
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -21,13 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
-
-import jaxformer  # noqa: E402
-from jaxformer.generate import decode, make_settings  # noqa: E402
-from jaxformer.models import DecoderConfig, build_model  # noqa: E402
-from jaxformer.quantization import weight_bytes  # noqa: E402
+import jaxformer
+from bench.common import machine_line
+from jaxformer.generate import decode, make_settings
+from jaxformer.models import DecoderConfig, build_model
+from jaxformer.quantization import weight_bytes
 
 FORMATS = ("float32", "int8", "int4", "nf4")
 
@@ -116,7 +119,7 @@ def _kernels(model):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/shakespeare_char_cpu"))
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)

@@ -1,24 +1,34 @@
-"""Where the wall time of `jaxformer train shakespeare_char_cpu` goes, phase by phase.
+"""Trained in this process, does the Shakespeare character recipe reach nanoGPT's validation loss,
+in what wall time, and (with --phases) where does that time go?
 
-Runs the preset through `jaxformer.train.train` in this process, with timers wrapped around the
-loop's parts (nothing in the library changes): start-up (data, tokenizer, state creation), the
-first call (compilation), evaluations, checkpoint saves, the report (sample) and loss plot, and
-the training steps. Then, in the same process, the pure compute of one step: the same train step
-over device-resident batches, `--scan` steps per compiled call, so that neither Python, dispatch,
-nor the input pipeline is in it. The steps' time minus steps x that compute is the per-step
-host overhead (Python, dispatch, the input pipeline, metric transfers).
+Prints the figures of docs/performance.md, "The Shakespeare recipe" (the table of phases, with
+--phases, and the step's compute alone below it); the comparison with PyTorch, each side a whole
+command, is bench/shakespeare_vs_torch.py.
 
-    python bench/shakespeare_phases.py                           # the preset as shipped
-    python bench/shakespeare_phases.py train.steps_per_call=10   # any preset overrides
+    python -m bench.shakespeare                                   # validation loss, wall time
+    python -m bench.shakespeare --phases                          # and the time of each phase
+    python -m bench.shakespeare --phases train.steps_per_call=10  # any preset overrides
+
+Trains `shakespeare_char_cpu` (4 layers, 4 heads, d 128, context 64, batch 12, 2,000 steps) from
+scratch in a fresh run directory through `jaxformer.train.train`, under the allocator settings of
+`jaxformer train`, and prints the validation loss against nanoGPT's published 1.88 and the wall
+time: from the config to the last step, compilation, data, evaluations and checkpoints included;
+the imports and the sample and plot after the last step are shown apart.
+
+With --phases, timers wrap the loop's parts (nothing in the library changes): start-up (data,
+tokenizer, state creation), the first call (compilation), evaluations, checkpoint saves, the
+report (sample) and loss plot, and the training steps. Then, in the same process, the pure
+compute of one step: the same train step over device-resident batches, `--scan` steps per
+compiled call, so that neither Python, dispatch, nor the input pipeline is in it. The steps' time
+minus steps x that compute is the per-step host overhead (Python, dispatch, the input pipeline,
+metric transfers).
 """
 
 import argparse
 import dataclasses
 import functools
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 START = time.perf_counter()
 if __name__ == "__main__":
@@ -27,22 +37,22 @@ if __name__ == "__main__":
     restart_with_malloc_settings(script=True)  # as `jaxformer train` does (see host.py)
 import jax  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, median_time  # noqa: E402
-
 import jaxformer.train.loop as loop  # noqa: E402
+from bench.common import machine_line, time_calls  # noqa: E402
 from jaxformer.config import load_config  # noqa: E402
-from jaxformer.train.checkpoint import Checkpointer  # noqa: E402
-
 from jaxformer.models.costs import flops_per_token  # noqa: E402
+from jaxformer.train.checkpoint import Checkpointer  # noqa: E402
 from jaxformer.train.metrics import measured_cpu_peak  # noqa: E402
 from jaxformer.train.state import create_state  # noqa: E402
 
 IMPORT_S = time.perf_counter() - START
 MAKE_TRAIN_STEP = loop.make_train_step  # kept: the pure-step timing builds its own step
+NANOGPT_VAL_LOSS = 1.88  # nanoGPT's published figure for this recipe
 
 
 class Phases:
+    """Seconds and calls of each phase of a run."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
@@ -114,34 +124,54 @@ def pure_step_seconds(built: dict, scan: int, repeats: int) -> float:
 
     def run():
         holder["state"], metrics = step(holder["state"], batches)
-        jax.block_until_ready(metrics)
-    median, _ = median_time(run, repeats)
-    return median / scan
+        return metrics
+    return time_calls(run, repeats).median / scan
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="preset overrides, key=value")
-    parser.add_argument("--scan", type=int, default=50, help="steps per call for the pure step")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="preset overrides")
+    parser.add_argument("--phases", action="store_true",
+                        help="time each phase of the run, then the step's compute alone")
+    parser.add_argument("--scan", type=int, default=50,
+                        help="with --phases: steps per call for the step's compute alone")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="with --phases: timed calls of that step; the median counts")
     args = parser.parse_args()
     print(machine_line())
-    phases = Phases()
-    built = instrument(phases)
-    with tempfile.TemporaryDirectory() as tmp:
+    phases = Phases() if args.phases else None
+    built = instrument(phases) if phases else {}
+    with tempfile.TemporaryDirectory(prefix="jaxformer-bench-") as tmp:
         config = load_config("shakespeare_char_cpu", [f"train.run_dir={tmp}/run",
                                                       "train.progress=false", *args.overrides])
         start = time.perf_counter()
         result = loop.train(config)
         wall = time.perf_counter() - start
+    summary(config, result, wall, args.overrides)
+    if phases:
+        phase_table(phases, built, result, wall, args)
+
+
+def summary(config, result, wall: float, overrides: list[str]) -> None:
+    steps, loss = result.step, result.val_loss
+    print(f"\nshakespeare_char_cpu: {steps} iterations, batch {config.train.batch_size} x "
+          f"{config.train.seq_len} tokens, overrides: {' '.join(overrides) or 'none'}")
+    print(f"  val loss          {loss:.4f}   (nanoGPT: {NANOGPT_VAL_LOSS}; target <= "
+          f"{NANOGPT_VAL_LOSS}: {'met' if loss <= NANOGPT_VAL_LOSS else 'NOT met'})")
+    print(f"  train wall time   {result.wall_s:.1f} s")
+    print(f"  tokens/s          {result.tokens_per_s:.0f}   (average over the run, evaluations "
+          f"and compilation included)")
+    print(f"  ms per iteration  {1000 * result.wall_s / max(steps, 1):.1f}")
+    print(f"  imports           {IMPORT_S:.1f} s; sample + plot {wall - result.wall_s:.1f} s")
+
+
+def phase_table(phases: Phases, built: dict, result, wall: float, args) -> None:
     per_step = pure_step_seconds(built, args.scan, args.repeats)
     steps = result.step
     accounted = sum(phases.seconds.values())
     loop_rest = wall - accounted
     compute = per_step * (steps - 1)
-    print(f"\nthe preset, {steps} steps, overrides {args.overrides or 'none'}: val loss "
-          f"{result.val_loss:.4f}")
-    print(f"{'phase':42s} {'seconds':>8s} {'calls':>6s} {'share':>6s}")
+    print(f"\n{'phase':42s} {'seconds':>8s} {'calls':>6s} {'share':>6s}")
     rows = [("imports (jax, jaxformer)", IMPORT_S, 1), *[(name, s, phases.calls[name])
                                                           for name, s in phases.seconds.items()],
             ("training steps after the first", loop_rest, steps - 1)]

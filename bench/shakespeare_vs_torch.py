@@ -1,15 +1,17 @@
-"""Whole-command wall time: `jaxformer train shakespeare_char_cpu` vs the same recipe in PyTorch.
+"""Is the whole command `jaxformer train shakespeare_char_cpu` faster than the same recipe in
+PyTorch, from interpreter start to exit, and does it reach the same validation loss?
 
-Each side runs as its own command in a fresh process, from interpreter start to exit (imports,
-compilation, data, the 2000 steps, evaluations, checkpoints, the sample and the plot all count):
-jaxformer's CLI on the preset, and bench/torch_shakespeare.py (HF transformers' GPT-2 code with
-torch.optim.AdamW, same model, batch, steps, schedule and evaluation/checkpoint cadence). The two
-alternate, `--repeats` times each; prints every run, the medians, their ratio and each side's
-final validation loss, with the CPU model.
+Prints the figures of docs/performance.md, "The Shakespeare recipe" (the rows of validation loss
+and of the whole command's wall time).
 
-    python bench/shakespeare_vs_torch.py                    # 3 repeats each, about 15 min on 2 cores
-    python bench/shakespeare_vs_torch.py --jax train.steps_per_call=1   # extra preset overrides
-Goal (issue 16): jaxformer's wall time at most 0.5 of PyTorch's.
+    python -m bench.shakespeare_vs_torch            # 3 repeats each, about 15 minutes on 2 cores
+    python -m bench.shakespeare_vs_torch --jax train.steps_per_call=1   # extra preset overrides
+
+Each side runs as its own command in a fresh process, so imports, compilation, data, the 2,000
+steps, evaluations, checkpoints, the sample and the plot all count: jaxformer's CLI on the preset,
+and `python -m bench.torch_shakespeare` (HF transformers' GPT-2 code with torch.optim.AdamW, same
+model, batch, steps, schedule and evaluation/checkpoint cadence). The two alternate, `--repeats`
+times each; prints every run, the medians, their ratio and each side's final validation loss.
 """
 
 import argparse
@@ -22,17 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_model  # noqa: E402
+from bench.common import machine_line
 
+ROOT = Path(__file__).resolve().parents[1]  # both commands start here, where `-m` finds them
 VAL_LOSS = re.compile(r"val loss (\d+\.\d+)")
 
 
-def timed(command: list[str], env: dict) -> tuple[float, float, str]:
-    """(wall seconds, last validation loss printed, output) of one command; fails loudly."""
+def run_command(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, last validation loss printed, output) of one command, from the start of its
+    process to its exit; fails loudly."""
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     output = done.stdout + done.stderr
     if done.returncode != 0:
@@ -44,31 +46,29 @@ def timed(command: list[str], env: dict) -> tuple[float, float, str]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="fewer steps (the decay follows)")
     parser.add_argument("--jax", nargs="*", default=[], help="extra key=value preset overrides")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     steps = [f"train.steps={args.steps}", f"optimizer.decay_steps={args.steps}"] if args.steps else []
     torch_steps = ["--steps", str(args.steps)] if args.steps else []
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f} before the runs", flush=True)
+    print(machine_line(), flush=True)
     runs = {"jaxformer": [], "torch": []}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-shakespeare-") as tmp:
             jax_cmd = [sys.executable, "-m", "jaxformer", "train", "shakespeare_char_cpu",
                        f"train.run_dir={tmp}/jax", "train.progress=false", *steps, *args.jax]
-            wall, loss, _ = timed(jax_cmd, env)
+            wall, loss, _ = run_command(jax_cmd)
             runs["jaxformer"].append((wall, loss))
             print(f"run {repeat + 1}: jaxformer {wall:.1f} s (val loss {loss:.4f})", flush=True)
             if not args.no_torch:
-                torch_cmd = [sys.executable, "bench/torch_shakespeare.py", "--out", f"{tmp}/torch",
-                             *torch_steps]
+                torch_cmd = [sys.executable, "-m", "bench.torch_shakespeare", "--out",
+                             f"{tmp}/torch", *torch_steps]
                 Path(tmp, "torch").mkdir()
-                wall, loss, _ = timed(torch_cmd, env)
+                wall, loss, _ = run_command(torch_cmd)
                 runs["torch"].append((wall, loss))
                 print(f"run {repeat + 1}: PyTorch {wall:.1f} s (val loss {loss:.4f})", flush=True)
 

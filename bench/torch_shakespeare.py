@@ -1,5 +1,11 @@
-"""The PyTorch reference for `jaxformer train shakespeare_char_cpu`: the same recipe in HF
-transformers' GPT-2 code with torch.optim.AdamW, as one command (run by shakespeare_vs_torch.py).
+"""How long does the recipe of `jaxformer train shakespeare_char_cpu` take as one PyTorch command
+(HF transformers' GPT-2 code, torch.optim.AdamW), and what validation loss does it reach?
+
+The reference side of docs/performance.md, "The Shakespeare recipe": bench/shakespeare_vs_torch.py
+runs it as a command of its own, so that its imports and start-up count as jaxformer's do. It
+imports nothing from jaxformer or JAX.
+
+    python -m bench.torch_shakespeare [--steps 2000] [--out DIR]
 
 Same as the preset: Tiny Shakespeare by characters (the packaged copy; vocabulary = the sorted
 characters, first 90% trains), random windows of 64 + 1 characters, batch 12, 4 layers, 4 heads,
@@ -11,8 +17,6 @@ every 500 steps and at the end (safetensors, as jaxformer writes its own format)
 200-character sample (temperature 0.8, top-k 200, the context cropped to 64 as nanoGPT does).
 One difference the HF code fixes: GPT-2's linear layers and norms have biases (nanoGPT's preset
 has none), about 4% more parameters.
-
-    python bench/torch_shakespeare.py [--steps 2000] [--out DIR]
 """
 
 import argparse
@@ -38,7 +42,7 @@ def lr_at(step: int, *, lr=1e-3, min_lr=1e-4, warmup=100, decay=2000) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--out", default=None, help="checkpoint directory (default: a temporary one)")
     args = parser.parse_args()

@@ -1,4 +1,9 @@
-"""Training speed: jaxformer's compiled train step vs HF transformers + torch.optim.AdamW.
+"""Does jaxformer's compiled train step run a GPT-2-small-shaped model 1.3x as fast as HF
+transformers with torch.optim.AdamW?
+
+Prints the figures of docs/performance.md, "GPT-2 small: training step".
+
+    python -m bench.train_throughput [--batch 4] [--seq 256] [--steps 3] [--repeats 3] [--no-hf]
 
 GPT-2 small shape (124M parameters), random weights, float32, batch 4 x 256 tokens, AdamW with
 global-norm clipping at 1.0 and weight decay 0.1, no dropout, on the same machine in one run.
@@ -6,29 +11,22 @@ Each side: a warm-up (compilation for jaxformer), then `--repeats` timings of `-
 prints the median tokens/s of each, their ratio, and model FLOPs utilisation (6N + 12 L d T FLOPs
 per token) against the float32 matmul peak measured in the same run, and the ceiling (HF's matmul
 FLOPs at the fastest matmul rate measured: the most any implementation could gain; bench/common.py).
-
-    python bench/train_throughput.py
-Goal on the 2-core CPU: at least 1.3x HF's tokens/s.
 """
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import (ceiling_line, machine_line, matmul_peak, median_time,  # noqa: E402
-                    same_allocator, torch_matmul_flops)
-
-from jaxformer.config import load_config  # noqa: E402
-from jaxformer.models.costs import flops_per_token  # noqa: E402
-from jaxformer.tasks import make_task  # noqa: E402
-from jaxformer.train.optimizer import make_optimizer  # noqa: E402
-from jaxformer.train.state import create_state, model_graphdef  # noqa: E402
-from jaxformer.train.step import make_train_step  # noqa: E402
+from bench.common import (Timings, ceiling_line, machine_line, matmul_peak, same_allocator,
+                          time_calls, torch_matmul_flops)
+from jaxformer.config import load_config
+from jaxformer.models.costs import flops_per_token
+from jaxformer.tasks import make_task
+from jaxformer.train.optimizer import make_optimizer
+from jaxformer.train.state import create_state, model_graphdef
+from jaxformer.train.step import make_train_step
 
 
 def batches(vocab: int, batch: int, seq: int, count: int) -> list[dict]:
@@ -43,7 +41,7 @@ def batches(vocab: int, batch: int, seq: int, count: int) -> list[dict]:
     return out
 
 
-def bench_jaxformer(args) -> tuple[float, list[float], object]:
+def bench_jaxformer(args) -> tuple[float, Timings, object]:
     config = load_config(None, [f"model.max_seq_len={max(args.seq, 1024)}",
                                 f"train.batch_size={args.batch}", f"train.seq_len={args.seq}",
                                 "optimizer.warmup_steps=1", "optimizer.decay_steps=1000"])
@@ -56,12 +54,12 @@ def bench_jaxformer(args) -> tuple[float, list[float], object]:
     def run():
         for i in range(args.steps):
             holder["state"], metrics = step(holder["state"], data[i % 2])
-        jax.block_until_ready(metrics)
+        return metrics
 
     holder["state"], metrics = step(holder["state"], data[0])  # compile
     jax.block_until_ready(metrics)
-    median, times = median_time(run, args.repeats)
-    return args.batch * args.seq * args.steps / median, times, config.model
+    runs = time_calls(run, args.repeats)
+    return args.batch * args.seq * args.steps / runs.median, runs, config.model
 
 
 def gpt2_matmul_shapes(tokens: int) -> list[tuple[int, int, int]]:
@@ -70,7 +68,7 @@ def gpt2_matmul_shapes(tokens: int) -> list[tuple[int, int, int]]:
             (tokens, 768, 50257), (2048, 2048, 2048)]
 
 
-def bench_hf(args) -> tuple[float, list[float], int]:
+def bench_hf(args) -> tuple[float, Timings, int]:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -97,13 +95,13 @@ def bench_hf(args) -> tuple[float, list[float], int]:
             one(data[i % 2])
 
     one(data[0])  # warm-up
-    median, times = median_time(run, args.repeats)
-    return (args.batch * args.seq * args.steps / median, times,
+    runs = time_calls(run, args.repeats)
+    return (args.batch * args.seq * args.steps / runs.median, runs,
             torch_matmul_flops(lambda: one(data[0])))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed run")
@@ -120,13 +118,13 @@ def main():
     ours, our_times, model_config = bench_jaxformer(args)
     flops = flops_per_token(model_config, args.seq)
     mfu = f", MFU {ours * flops / peak:.1%} of the measured {peak / 1e9:.0f} GFLOP/s" if peak else ""
-    print(f"jaxformer: {ours:.1f} tokens/s (runs: {', '.join(f'{t:.2f}' for t in our_times)} s "
+    print(f"jaxformer: {ours:.1f} tokens/s (runs: {our_times.runs()} s "
           f"for {args.steps} steps){mfu}", flush=True)
     if not args.no_hf:
         hf, hf_times, matmul_flops = bench_hf(args)
         hf_mfu = f", MFU {hf * flops / peak:.1%}" if peak else ""
         print(f"HF transformers + torch AdamW: {hf:.1f} tokens/s (runs: "
-              f"{', '.join(f'{t:.2f}' for t in hf_times)} s){hf_mfu}")
+              f"{hf_times.runs()} s){hf_mfu}")
         print(f"ratio jaxformer / HF: {ours / hf:.2f}x (goal 1.3x)")
         if peak:
             print(ceiling_line(matmul_flops, args.batch * args.seq / hf, peak, where, goal=1.3))

@@ -1,4 +1,9 @@
-"""ViT-B/16 forward + backward: jaxformer vs HF transformers' ViTForImageClassification in PyTorch.
+"""Does jaxformer's ViT-B/16 forward and backward run 1.3x as fast as HF transformers'
+ViTForImageClassification in PyTorch?
+
+Prints the figures of docs/performance.md, "ViT-B/16: training step".
+
+    python -m bench.vit [--batch 8] [--steps 3] [--repeats 3] [--no-hf]
 
 The vit-base-patch16-224 shape (86.6M parameters, 1,000 labels), random weights, float32, a batch
 of 8 random 224 x 224 images with random labels, no dropout, on the same machine in one run. One
@@ -8,27 +13,21 @@ gradients. Each side: a warm-up (compilation for jaxformer), then `--repeats` ti
 steps; prints the median images/s of each and their ratio, then the ceiling: HF's matmul FLOPs
 (PyTorch's FlopCounterMode) at the fastest matmul rate measured in the run bound how much faster
 any implementation of the same work could be (bench/common.py).
-
-    python bench/vit.py
-Goal on the 2-core CPU: at least 1.3x HF's images/s.
 """
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import ceiling_line, machine_line, matmul_peak, median_time, torch_matmul_flops  # noqa: E402
-
-from jaxformer import load_model_config  # noqa: E402
-from jaxformer.models import build_model  # noqa: E402
-from jaxformer.tasks.losses import token_cross_entropy  # noqa: E402
+from bench.common import (Timings, ceiling_line, machine_line, matmul_peak, time_calls,
+                          torch_matmul_flops)
+from jaxformer import load_model_config
+from jaxformer.models import build_model
+from jaxformer.tasks.losses import token_cross_entropy
 
 
 def data(batch: int, labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +36,7 @@ def data(batch: int, labels: int) -> tuple[np.ndarray, np.ndarray]:
             rng.integers(0, labels, size=batch).astype(np.int32))
 
 
-def bench_jaxformer(args) -> tuple[float, list[float]]:
+def bench_jaxformer(args) -> tuple[float, Timings]:
     config = load_model_config("vit-base-patch16-224")
     graphdef, params = nnx.split(build_model(config, rngs=nnx.Rngs(0)), nnx.Param)
     images, labels = (jnp.asarray(a) for a in data(args.batch, config.num_labels))
@@ -52,14 +51,14 @@ def bench_jaxformer(args) -> tuple[float, list[float]]:
     def run():
         for _ in range(args.steps):
             out = step(params, images, labels)
-        jax.block_until_ready(out)
+        return out
 
     jax.block_until_ready(step(params, images, labels))  # compile
-    median, times = median_time(run, args.repeats)
-    return args.batch * args.steps / median, times
+    runs = time_calls(run, args.repeats)
+    return args.batch * args.steps / runs.median, runs
 
 
-def bench_hf(args) -> tuple[float, list[float], int]:
+def bench_hf(args) -> tuple[float, Timings, int]:
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -80,12 +79,12 @@ def bench_hf(args) -> tuple[float, list[float], int]:
             one()
 
     one()  # warm-up
-    median, times = median_time(run, args.repeats)
-    return args.batch * args.steps / median, times, torch_matmul_flops(one)
+    runs = time_calls(run, args.repeats)
+    return args.batch * args.steps / runs.median, runs, torch_matmul_flops(one)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median counts")
@@ -94,12 +93,12 @@ def main():
 
     print(machine_line())
     ours, our_times = bench_jaxformer(args)
-    print(f"jaxformer: {ours:.2f} images/s (runs: {', '.join(f'{t:.2f}' for t in our_times)} s "
+    print(f"jaxformer: {ours:.2f} images/s (runs: {our_times.runs()} s "
           f"for {args.steps} steps of {args.batch} images)", flush=True)
     if not args.no_hf:
         hf, hf_times, flops = bench_hf(args)
         print(f"HF transformers (PyTorch {__import__('torch').__version__}): {hf:.2f} images/s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in hf_times)} s)")
+              f"(runs: {hf_times.runs()} s)")
         print(f"ratio jaxformer / HF: {ours / hf:.2f}x (goal 1.3x)")
         tokens = args.batch * (1 + (224 // 16) ** 2)
         peak, where = matmul_peak([(tokens, 768, 768), (tokens, 768, 3072), (tokens, 3072, 768),
