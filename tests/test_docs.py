@@ -8,8 +8,10 @@ and every relative link and every repository path it names exists.
 - ```bash blocks: each `jaxformer ...` command is parsed by the CLI's own parser
   (`jaxformer.cli.parse_arguments`); the config and overrides of `train` are loaded and validated by
   `jaxformer.config.load_config` (of `info`, by the info command's own loader), and nothing runs.
-  `python bench/X.py` / `python -m bench.X` / `scripts/...` must exist, and every `--flag` given to
-  a benchmark must be one its argument parser declares; `python -m pytest` paths must exist.
+  `python -m bench.X` must name a script of the bench package (`python bench/X.py` is refused: the
+  scripts import `bench.common` and run as modules), `scripts/...` must exist, and every `--flag`
+  given to a benchmark must be one its argument parser declares; `python -m pytest` paths must
+  exist.
   Any other command is an error here, so no command goes unchecked.
 - ```yaml blocks parse; one made of config sections (model:, train:, ...) is validated as a run
   config, its `mesh.rules` included; one whose first line is `# NAME.yaml` is also written under
@@ -18,18 +20,23 @@ and every relative link and every repository path it names exists.
   reproduce that error exactly. A fence without a language is an error.
 - In docs/performance.md every table row names the machine, the date (YYYY-MM-DD) and, in its
   last column, the command that prints its figures, checked as above.
+- Every benchmark's docstring opens with the question it answers and names the page and section
+  its figures go in (`docs/performance.md, "Section"`); that section exists, and a row of
+  docs/performance.md printed by `python -m bench.X` sits in a section bench/X.py names.
 
 Checked by hand that each check can fail: a typo in a python block (`jaxformer.build_modle`)
 fails test_python_blocks_run; a nonexistent preset (`jaxformer train shakespeare_char_cpx`), an
 unknown override key (`train.stepz=1`), an unknown flag (`--top-z`) or a benchmark flag its
-script lacks (`python bench/moe.py --stepz 3`) fail test_bash_blocks_are_valid_commands; a
+script lacks (`python -m bench.moe --stepz 3`) fail test_bash_blocks_are_valid_commands; a
 changed error line fails test_text_blocks_show_real_errors; a broken link or anchor fails
 test_links_resolve; a performance row without its date or command fails
-test_performance_rows_name_machine_date_and_command.
+test_performance_rows_name_machine_date_and_command; a benchmark row moved under another heading
+fails test_performance_rows_sit_where_their_scripts_say.
 
 Links to docs/tpu.md and docs/multihost.md are skipped while those files do not exist.
 """
 
+import ast
 import contextlib
 import re
 import shlex
@@ -138,7 +145,10 @@ def declared_flags(script: Path) -> set[str]:
     return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source))
 
 
-def check_bench(script: Path, args: list[str]) -> None:
+def check_bench(module: str, args: list[str]) -> None:
+    """`python -m bench.<module> ARGS`: the package and the script exist, and so do its flags."""
+    script = ROOT / "bench" / f"{module}.py"
+    assert (ROOT / "bench" / "__init__.py").is_file(), "bench/ is not a package"
     assert script.is_file(), f"{script.relative_to(ROOT)} does not exist"
     flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     unknown = flags - declared_flags(script)
@@ -180,11 +190,11 @@ def check_command(words: list[str]) -> None:
                 if arg.startswith("tests/"):
                     assert (ROOT / arg.split("::")[0]).exists(), f"{arg} does not exist"
         elif args[:1] == ["-m"] and args[1].startswith("bench."):
-            check_bench(ROOT / "bench" / f"{args[1].removeprefix('bench.')}.py", args[2:])
+            check_bench(args[1].removeprefix("bench."), args[2:])
         elif args[:2] == ["-m", "jaxformer"]:
             check_jaxformer(args[2:])
         elif args and args[0].startswith("bench/"):
-            check_bench(ROOT / args[0], args[1:])
+            raise AssertionError(f"benchmarks run as modules: python -m bench.{Path(args[0]).stem}")
         elif args and args[0].startswith("scripts/"):
             check_script(args[0], args[1:])
         else:
@@ -278,13 +288,13 @@ def test_every_block_names_its_language():
 
 # --- links and paths -------------------------------------------------------------------------
 
+def slug(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def anchors(page: Path) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    slugs = set()
-    for heading in re.findall(r"^#+\s+(.*)$", without_code(page.read_text()), re.M):
-        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        slugs.add(slug)
-    return slugs
+    return {slug(h) for h in re.findall(r"^#+\s+(.*)$", without_code(page.read_text()), re.M)}
 
 
 @pytest.mark.parametrize("page", [pytest.param(p, id=page_id(p)) for p in PAGES])
@@ -348,3 +358,41 @@ def test_performance_rows_name_machine_date_and_command(monkeypatch, tmp_path):
             assert shown, f"no command in {row}"
             for words in command_lines(shown.group(1)):
                 check_command(words)
+
+
+# --- benchmarks ------------------------------------------------------------------------------
+
+BENCHMARKS = [p for p in sorted((ROOT / "bench").glob("*.py"))
+              if p.name not in ("__init__.py", "common.py")]
+NAMED_SECTION = re.compile(r'(docs/[\w.-]+\.md), "([^"]+)"')
+
+
+def docstring(script: Path) -> str:
+    return ast.get_docstring(ast.parse(script.read_text())) or ""
+
+
+def named_sections(script: Path) -> list[tuple[str, str]]:
+    """(page, section) of each `docs/PAGE.md, "Section"` the docstring names, across line breaks."""
+    return NAMED_SECTION.findall(" ".join(docstring(script).split()))
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, id=p.stem) for p in BENCHMARKS])
+def test_benchmarks_say_their_question_and_section(script):
+    question = docstring(script).split("\n\n")[0]
+    assert question.rstrip().endswith("?"), f"{script.name}: the docstring opens with its question"
+    named = named_sections(script)
+    assert named, f'{script.name}: the docstring names no `docs/PAGE.md, "Section"`'
+    for page, section in named:
+        assert slug(section) in anchors(ROOT / page), f'{script.name}: {page} has no "{section}"'
+
+
+def test_performance_rows_sit_where_their_scripts_say():
+    section = None
+    for line in without_code((ROOT / "docs" / "performance.md").read_text()).splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("|"):
+            for module in re.findall(r"python -m bench\.(\w+)", line):
+                named = named_sections(ROOT / "bench" / f"{module}.py")
+                assert ("docs/performance.md", section) in named, \
+                    f'bench/{module}.py prints a row of "{section}" but its docstring does not say so'
