@@ -96,7 +96,7 @@ def causal_query_block(time: int) -> int:
     """Queries per block of `blocked_causal_attention`: 64, or time / 8 past 512 tokens.
 
     Smaller blocks skip more of the masked triangle but make smaller products. On the 2-core AMD
-    EPYC CPU (`python bench/causal_attention.py --block N`, GPT-2's 12 heads of 64, one run each):
+    EPYC CPU (`python -m bench.causal_attention --block N`, GPT-2's 12 heads of 64, one run each):
     at 4 x 256 tokens 64-query blocks ran 2.16x faster than jax.nn.dot_product_attention, 128
     1.78x, one block of 256 1.40x; at 1 x 1,024 tokens 128-query blocks 1.99-2.23x, 256 1.92x."""
     return max(64, time // 8)
@@ -111,7 +111,7 @@ def blocked_causal_attention(q, k, v, mask=None, bias=None, *, scale: float,
     work (5/8 at 4 blocks). Heads are moved ahead of the time axis first, so each product is a
     batch of plain [queries, head_dim] x [head_dim, keys] matmuls. On the 2-core AMD EPYC CPU this
     runs GPT-2's attention (4 x 256 tokens, 12 heads of 64) forward and backward 2.2x faster than
-    jax.nn.dot_product_attention (`python bench/causal_attention.py`, median of 15 rounds).
+    jax.nn.dot_product_attention (`python -m bench.causal_attention`, median of 15 rounds).
 
     q [batch, time, heads, head_dim], k/v [batch, time, kv_heads, head_dim] (the same time: self-
     attention without a cache); mask [batch or 1, 1, time, time] bool (True: may attend; the
