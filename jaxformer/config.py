@@ -89,8 +89,9 @@ class TrainLoopConfig:
     matches). Everything else is frozen: no gradient, no optimizer state.
 
     `init_from`: a run directory or HuggingFace model directory whose weights start a fresh run
-    (fine-tuning): parameters with the same path take its values, the rest keep their fresh init
-    (see `jaxformer.train.warm_start`). Ignored when the run resumes from its own checkpoint.
+    (fine-tuning), as `finetune.base` does: parameters with the same path take its values, new
+    ones the run trains start fresh (the rules: `jaxformer.train.warm_start`). Ignored when the
+    run resumes from its own checkpoint.
     """
 
     batch_size: int = 12

@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxformer.config import load_config
 from jaxformer.errors import ConfigError
-from jaxformer.train.finetune_base import create_from_base
+from jaxformer.train.warm_start import create_from_source
 from jaxformer.interop import hf
 from jaxformer.models import build_model
 from jaxformer.parallel import ParallelPlan
@@ -86,23 +86,23 @@ def test_a_base_from_an_hf_directory(tmp_path):
     hf.save(tmp_path / "hf", config.model, source)
     tuned_config = load_config(None, overrides + ["finetune.mode=lora", "finetune.lora_rank=2",
                                                   f"finetune.base={tmp_path / 'hf'}"])
-    state = create_from_base(tuned_config, ParallelPlan.from_config(tuned_config.mesh))
+    state = create_from_source(tuned_config, ParallelPlan.from_config(tuned_config.mesh))
     frozen = {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state.frozen)}
     for path, value in flat_params(source).items():
         np.testing.assert_array_equal(frozen[path], value)
     scanned = load_config(None, overrides + ["model.scan_layers=true", f"finetune.base={tmp_path / 'hf'}"])
-    state = create_from_base(scanned, ParallelPlan.from_config(scanned.mesh))
+    state = create_from_source(scanned, ParallelPlan.from_config(scanned.mesh))
     kernel = np.asarray(state.params["layers"]["attention"]["query"]["kernel"].get_value())
     np.testing.assert_array_equal(kernel[1], flat_params(source)[("layers", 1, "attention", "query", "kernel")])
     wrong = load_config(None, [o for o in overrides if "d_model" not in o] +
                         ["model.d_model=64", f"finetune.base={tmp_path / 'hf'}"])
     with pytest.raises(ConfigError, match=r"model.d_model=32 \(run: 64\)"):
-        create_from_base(wrong, ParallelPlan.from_config(wrong.mesh))
+        create_from_source(wrong, ParallelPlan.from_config(wrong.mesh))
     # the HF import spells the feed-forward width out (mlp_dim=128); the run's None means the
     # same 4 x d_model, but an explicit other width is a different model
     narrow = load_config(None, overrides + ["model.mlp_dim=64", f"finetune.base={tmp_path / 'hf'}"])
     with pytest.raises(ConfigError, match=r"model.mlp_dim=128 \(run: 64\)"):
-        create_from_base(narrow, ParallelPlan.from_config(narrow.mesh))
+        create_from_source(narrow, ParallelPlan.from_config(narrow.mesh))
 
 
 def test_modes_resolve_train_trainable():
@@ -124,4 +124,4 @@ def test_modes_resolve_train_trainable():
     with pytest.raises(ConfigError, match="quantize_base=nf4 freezes the base"):
         trainable("finetune.quantize_base=nf4")
     with pytest.raises(ConfigError, match="neither a jaxformer run directory"):
-        create_from_base(load_config(None, ["finetune.base=/nonexistent"]), None)
+        create_from_source(load_config(None, ["finetune.base=/nonexistent"]), None)

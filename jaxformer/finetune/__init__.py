@@ -7,7 +7,7 @@
 
 A run fine-tunes through its config's `finetune:` section (`FinetuneConfig`); the training
 package applies it when it builds the run's model and starts from `finetune.base`'s weights
-(`jaxformer.train.finetune_base`).
+(`jaxformer.train.warm_start`).
 """
 
 from jaxformer.finetune.adapters import load_adapter, read_adapter, save_adapter

@@ -9,7 +9,8 @@ its starting weights come from, and (unless `train.trainable` says otherwise) wh
     soft_prompt `soft_prompt_tokens` trained virtual tokens before every input
 
 `base`: the weights to start from: a HuggingFace directory (config.json + safetensors) or a
-jaxformer run directory (its latest checkpoint; its tokenizer is reused). `quantize_base`
+jaxformer run directory (its latest checkpoint; its tokenizer is reused), matched to the run's
+model as `train.init_from` is (one path for both: `jaxformer.train.warm_start`). `quantize_base`
 stores the frozen base as int8, int4 or nf4 (QLoRA: nf4 with `mode: lora` and
 `lora_dtype: bfloat16`). `int8_training`: int8 matmuls in the forward and backward passes
 (AQT-style quantized training through qwix) on the blocks' linear layers.

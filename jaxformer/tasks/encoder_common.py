@@ -22,8 +22,8 @@ def require_encoder(config, task: str, heads: tuple[str, ...]) -> None:
 
 
 def init_from_tokenizer(source: str | None):
-    """The tokenizer beside the weights of `train.init_from` (a run's tokenizer/ or an HF
-    directory's vocab.txt), or None."""
+    """The tokenizer beside the weights a run starts from (`train.init_from`, `finetune.base`):
+    a run's tokenizer/ or an HF directory's vocab.txt; or None."""
     if not source:
         return None
     path = Path(source).expanduser()
@@ -36,10 +36,10 @@ def init_from_tokenizer(source: str | None):
 
 def wordpiece_tokenizer(config, run, corpus):
     """The run's tokenizer: the one saved in the run directory (a resumed run must encode as
-    before), else the one beside `train.init_from`'s weights, else built as `data.tokenizer`
+    before), else the one beside the weights it starts from, else built as `data.tokenizer`
     says. It must be a WordPiece tokenizer ([CLS], [SEP], [MASK] ...)."""
     tokenizer = (load_tokenizer(run.tokenizer) if run.tokenizer.exists()
-                 else init_from_tokenizer(config.train.init_from)
+                 else init_from_tokenizer(config.train.init_from or config.finetune.base)
                  or build_tokenizer(config.data, corpus))
     if not hasattr(tokenizer, "mask_id"):
         raise ConfigError(f"task {config.task.name} needs a WordPiece tokenizer: set "

@@ -24,17 +24,16 @@ from jaxformer.parallel import ParallelPlan
 from jaxformer.tasks import make_task
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.eval import evaluate, make_eval_step
-from jaxformer.train.finetune_base import create_from_base, finish_run, prepare_run_dir
 from jaxformer.train.metrics import Throughput
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.profile import StepProfiler
 from jaxformer.train.report import MetricsLog, plot_losses
 from jaxformer.train.run_dir import (RunDir, check_same_run, ensure_writable, optimizer_changes,
-                                     write_run_files)
+                                     write_adapter, write_run_files)
 from jaxformer.train.state import init_train_state, model_graphdef
 from jaxformer.train.step import make_train_step
 from jaxformer.train.stopping import StopSignals
-from jaxformer.train.warm_start import warm_start
+from jaxformer.train.warm_start import create_from_source, prepare_run_dir, warm_start_source
 
 
 class NonFiniteLossError(UserError):
@@ -69,7 +68,7 @@ def prepare_run(config: Config, run: RunDir, say):
     rest once the run is known to be able to start). A resumed run must keep the model, task,
     data and finetune sections of the saved config."""
     task = make_task(config)
-    prepare_run_dir(config, run)  # a fine-tuning run reuses its base run's tokenizer
+    prepare_run_dir(config, run)  # a run started from another run reuses its tokenizer
     config = task.prepare(run, say)
     check_same_run(run, config)
     return config, task
@@ -131,9 +130,8 @@ def restore_or_create(config: Config, checkpointer: Checkpointer, data_iterator,
         if resume is True:
             raise UserError(f"train.resume=true but {checkpointer.directory} holds no readable "
                             f"checkpoint: drop train.resume to start afresh")
-    if config.finetune.base:
-        say(f"starting from the weights of {config.finetune.base}")
-        return create_from_base(config, plan), 0
+    if warm_start_source(config) is not None:  # finetune.base or train.init_from
+        return create_from_source(config, plan, say), 0
     return plan.create(state_init(config)), 0
 
 
@@ -214,8 +212,6 @@ def train(config: Config) -> TrainResult:
     state, start = restore_or_create(config, checkpointer, train_iterator, say, plan,
                                      hint=optimizer_changes(run, config))
     write_run_files(run, config, task)  # only now: a refused rerun leaves the run as it was
-    if start == 0 and t.init_from:  # fine-tuning: a fresh run starts from another model's weights
-        state = warm_start(state, t.init_from, say)
     graphdef = model_graphdef(config)
     # Bound to the plan: traced with its mesh and rules, so the model's sharding hints apply.
     train_step = plan.bind(make_train_step(graphdef, make_optimizer(config.optimizer), config,
@@ -327,7 +323,7 @@ def train(config: Config) -> TrainResult:
         model = nnx.merge(graphdef, state.params, state.frozen)
         result.report = task.report(model, say)
         result.sample = result.report.get("sample")
-        finish_run(model, config, run, say)  # a LoRA run writes its adapter alone
+        write_adapter(run, model, config, say)  # a LoRA run writes its adapter alone
     return result
 
 

@@ -6,6 +6,7 @@
     <run_dir>/metrics.jsonl       one JSON object per log line / evaluation
     <run_dir>/tensorboard/        TensorBoard event files
     <run_dir>/loss.png            train and validation loss, drawn at the end
+    <run_dir>/adapter/            a LoRA run's adapter alone, in peft's layout, at the end
 
 A rerun checks the saved config and the checkpoints before it writes anything: `config.yaml` and
 the tokenizer are (re)written by process 0 only once the run is known to be able to start.
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 from jaxformer.config import Config, load_config, save_config
 from jaxformer.data import load_tokenizer
 from jaxformer.errors import ConfigError, UserError
+from jaxformer.finetune.adapters import save_adapter
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.state import abstract_train_state, model_graphdef
 
@@ -125,6 +127,16 @@ def write_run_files(run: RunDir, config: Config, task) -> None:
         return
     task.save_artifacts(run)
     save_config(config, run.config)
+
+
+def write_adapter(run: RunDir, model, config: Config, say) -> None:
+    """After training, by process 0: a LoRA run writes its adapter alone, in peft's layout."""
+    if config.finetune.mode != "lora" or jax.process_index() != 0:
+        return
+    target = run.root / "adapter"
+    save_adapter(target, model, config.model, overwrite=True,
+                 base_model=str(config.finetune.base or config.train.init_from or ""))
+    say(f"LoRA adapter (peft layout): {target}")
 
 
 def load_run(run_dir: str | Path, *, log=print):

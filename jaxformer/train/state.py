@@ -18,7 +18,7 @@ from jaxformer.config import Config
 from jaxformer.errors import ConfigError
 from jaxformer.finetune.rewrite import apply_finetune
 from jaxformer.finetune.trainable import trainable_filter
-from jaxformer.models import abstract_model, build_model
+from jaxformer.models import build_model
 from jaxformer.train.optimizer import make_optimizer
 
 
@@ -37,14 +37,17 @@ def split_model(model: nnx.Module, config: Config):
 
 
 def build_run_model(config: Config, rng: jax.Array, base: nnx.State | None = None) -> nnx.Module:
-    """The run's model: the family's (random, or holding `base`, the plain model's state),
-    rewritten as `config.finetune` says (LoRA, a quantized base, a soft prompt; see
+    """The run's model: the family's (random, with `base`'s weights where it has them: a part of
+    the plain model's state), rewritten as `config.finetune` says (LoRA, a quantized base, a soft prompt; see
     `jaxformer.finetune`)."""
     rngs = nnx.Rngs(params=rng)
     if base is None:
         model = build_model(config.model, rngs=rngs)
     else:
-        model = nnx.merge(nnx.graphdef(abstract_model(config.model)), base)
+        # The parameters `base` lacks start from a key of their own, so that the rewrite below
+        # (LoRA's initialisation) draws the same numbers however much of the model `base` fills.
+        model = build_model(config.model, rngs=nnx.Rngs(params=jax.random.fold_in(rng, 1)))
+        nnx.update(model, base)
     return apply_finetune(model, config, rngs)
 
 
@@ -57,7 +60,7 @@ def model_graphdef(config: Config) -> nnx.GraphDef:
 
 def init_train_state(config: Config, rng: jax.Array, base: nnx.State | None = None) -> TrainState:
     """rng: a raw uint32 [2] key (`jax.random.PRNGKey(seed)`). Pure: same rng, same state.
-    base: the plain model's weights to start from (`jaxformer.train.finetune_base`); None: random."""
+    base: plain-model weights to start from, all or some (`jaxformer.train.warm_start`)."""
     init_rng, dropout_rng = jax.random.split(rng)
     _, params, frozen = split_model(build_run_model(config, init_rng, base), config)
     if not jax.tree.leaves(params):
