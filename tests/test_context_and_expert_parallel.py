@@ -3,7 +3,9 @@
 Ring attention alone on 2, 4 and 8 fake CPU devices (causal, full, packed segments, sliding
 window, zig-zag and contiguous order), forward and gradients; then whole train steps: a packed,
 sliding-window model under `mesh.context`, and MoE models under `mesh.expert` combined with data,
-fsdp and tensor axes, must reproduce one device's losses (and auxiliary losses) within 1e-5.
+fsdp and tensor axes, must reproduce one device's losses (and auxiliary losses) within 1e-5. With
+both an expert and a context axis, capacity is per context shard (as the docs state): the layer
+equals the naive loop run on each shard's piece of the row on its own.
 """
 
 import dataclasses
@@ -127,8 +129,8 @@ MOE = dict(moe_num_experts=4, moe_top_k=2, moe_mlp_dim=32)
     ("capacity", MeshConfig(data=2, expert=2, tensor=2, rules={"kv_heads": None})),
 ], ids=["dropless-fsdp2_expert4", "capacity-data2_expert2_tensor2"])
 def test_expert_parallel_training_equals_one_device(dispatch, mesh):
-    """Capacity is per sequence, so even the dropped tokens are the same on every mesh. The
-    expert axis with fsdp, and with data and tensor axes."""
+    """Capacity is per sequence, so without a context axis even the dropped tokens are the same
+    on every mesh. The expert axis with fsdp, and with data and tensor axes."""
     cfg = packed(config(moe_dispatch=dispatch, moe_capacity_factor=0.5, **MOE))
     one = train(cfg, MeshConfig(data=1), jax.devices()[:1], packed=True)
     many = train(cfg, mesh, jax.devices(), packed=True)
@@ -139,3 +141,37 @@ def test_expert_parallel_training_equals_one_device(dispatch, mesh):
         for name in ("loss", "aux_load_balancing_loss", "aux_router_z_loss", "moe/dropped_fraction",
                      "moe/load_expert_0"):
             np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_expert_and_context_capacity_is_per_context_shard():
+    """mesh.expert=2 x mesh.context=2: each device holds half of a row, and capacity and slot
+    priority are worked out on that half alone (docs/long-sequences-and-experts.md). 16 tokens
+    per row at factor 0.6: C = ceil(2 x 8 x 0.6 / 4) = ceil(2.4) = 3 slots per half, where one
+    device has ceil(2 x 16 x 0.6 / 4) = ceil(4.8) = 5 for the row, so different tokens drop. The
+    auxiliary losses use token sums over the whole mesh and equal one device's."""
+    from flax import nnx
+
+    from jaxformer.nn.moe import MoE
+    from test_moe import D as d, E as e, I as hidden, naive
+
+    moe = MoE(d, hidden, e, top_k=2, router="topk_softmax", dispatch="capacity",
+              capacity_factor=0.6, init=jax.nn.initializers.normal(0.5), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 16, d))
+    mask = jnp.ones((2, 16), bool)
+    run = nnx.jit(lambda m, x, mask: m(x, mask, training=True))
+    plan = ParallelPlan.from_config(MeshConfig(data=1, expert=2, context=2), jax.devices()[:4])
+    with plan.context():
+        y, aux, stats = run(moe, x, mask)
+    one_y, one_aux, one_stats = run(moe, x, mask)
+
+    halves = [naive(moe, x[:, :8], capacity=3), naive(moe, x[:, 8:], capacity=3)]
+    want = np.concatenate([h[0] for h in halves], axis=1)
+    kept = np.concatenate([h[1] for h in halves], axis=1)
+    whole, whole_kept = naive(moe, x, capacity=5)
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    np.testing.assert_allclose(one_y, whole, atol=1e-5)  # one device: the row is one group
+    assert (kept != whole_kept).sum() > 5  # the tokens that drop differ
+    assert float(stats["moe/dropped_fraction"]) == pytest.approx((~kept).mean())  # 18 of 64
+    assert float(one_stats["moe/dropped_fraction"]) == pytest.approx((~whole_kept).mean())  # 24
+    for name in ("load_balancing_loss", "router_z_loss"):
+        np.testing.assert_allclose(aux[name], one_aux[name], rtol=1e-5, err_msg=name)

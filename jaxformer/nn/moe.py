@@ -8,9 +8,11 @@
 
 Two ways to send tokens to experts (`dispatch`):
 - "capacity" (Switch Transformer, Fedus et al. 2021; GShard): each expert takes at most
-  C = ceil(k * tokens * capacity_factor / E) tokens of each group (a row of the batch); first
-  choices are served before second choices, earlier tokens before later ones. Tokens past
-  capacity are dropped: the sublayer adds nothing for them and the residual carries them through.
+  C = max(1, ceil(k * T * capacity_factor / E)) assignments of each group: a row of the batch,
+  T its positions (padding included); under a mesh `context` axis, each device's piece of the
+  row, so which tokens drop differs from one device (moe_parallel.py). First choices are served
+  before second choices, earlier tokens before later ones. Assignments past capacity are
+  dropped: the sublayer adds nothing for them and the residual carries the token through.
   capacity_factor applies while training (a dropout key in the context), eval_capacity_factor
   otherwise (Switch: 1.25 and 2.0). Each expert runs on its [rows * C, d] buffer as plain matmuls.
 - "dropless" (MegaBlocks, Gale et al. 2022; Mixtral): tokens sorted by expert and one grouped
@@ -32,6 +34,7 @@ are split across devices (moe_parallel.py).
 """
 
 import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -92,8 +95,12 @@ class MoE(nnx.Module):
         return w
 
     def capacity(self, group: int, training: bool) -> int:
+        """Slots per expert for a group of `group` positions (padding included):
+        max(1, ceil(k * group * factor / E)). The factor is taken as the decimal it is written
+        as: in floats 2 * 100 * 1.1 / 4 is 55.00000000000001, whose ceiling is one slot too many."""
         factor = self.capacity_factor if training else self.eval_capacity_factor
-        return max(1, math.ceil(self.top_k * group * factor / self.num_experts))
+        factor = Fraction(repr(float(factor)))  # 1.1 -> 11/10 exactly
+        return max(1, math.ceil(factor * self.top_k * group / self.num_experts))
 
     def __call__(self, x: jax.Array, token_mask: jax.Array | None = None, *,
                  training: bool = False) -> tuple[jax.Array, dict, dict]:

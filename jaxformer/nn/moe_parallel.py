@@ -14,6 +14,11 @@ It composes with the other axes: expert weights stay split over `tensor` on thei
 are gathered over the axes their `embed` axis is split on (fsdp), as FSDP does for any weight.
 The router's token sums are added over every axis that splits the tokens before the losses are
 formed, so losses equal the single-device ones.
+
+Capacity is not shared across the `context` axis: each device's piece of a row (T / context
+positions) is a capacity group of its own, with C = ceil(k * (T / context) * factor / E) slots and
+its own order of service, so which tokens drop differs from one device. Shared slots would need
+every piece's counts and buffers on every device (GShard's groups are local in the same way).
 """
 
 import jax
