@@ -2,7 +2,8 @@
 to the published NormalFloat values (recomputed here from normal quantiles, and qwix's copy),
 4-bit packing that round-trips, quantized matmuls equal to dequantize-then-matmul, and whole
 models through `jaxformer.quantize` (smaller, close, QLoRA with B = 0 equal to the quantized
-base)."""
+base); QLoRA with non-zero adapters equal to a float model holding dequant(W) + (alpha / r) A B,
+and dequantizing such a model keeps its adapters."""
 
 import jax
 import jax.numpy as jnp
@@ -151,3 +152,50 @@ def test_qlora_adapter_on_a_quantized_base():
     assert isinstance(module, QuantizedLinear) and module.lora.a.get_value().dtype == jnp.bfloat16
     with pytest.raises(ValueError, match="unknown quantization format"):
         jaxformer.quantize(model, "int3")
+
+
+@pytest.mark.parametrize("fmt", ["nf4", "int4"])
+def test_qlora_with_trained_adapters_equals_the_dequantized_base_plus_the_update(fmt):
+    """Adapters with non-zero A and B (as training leaves them) on a quantized base: the logits
+    are those of a float model whose kernels are set by hand to dequant(W) + (alpha / r) A B
+    (r = 4, alpha = 8: scaling 2) on the adapted layers and dequant(W) on the others. Dequantizing
+    the model keeps the adapters (same logits, same factors), and merging them then gives the
+    same logits from plain kernels."""
+    q = jaxformer.quantize(build_model(CONFIG, rngs=nnx.Rngs(0)), fmt)
+    base_logits = np.asarray(q(TOKENS).logits)
+    adapted = L.attach_lora(q, targets=["query", "value", "up"], rank=4, alpha=8, rngs=nnx.Rngs(1))
+    rng = np.random.default_rng(0)
+    for path, module in L.lora_modules(q).items():
+        for factor in (module.lora.a, module.lora.b):
+            factor.set_value(jnp.asarray(rng.normal(0, 0.1, factor.get_value().shape), jnp.float32))
+    logits = np.asarray(q(TOKENS).logits)
+    assert np.abs(logits - base_logits).max() > 0.05  # the adapters matter
+
+    reference = build_model(CONFIG, rngs=nnx.Rngs(0))  # embeddings, norms, biases, head as q's
+    float_layers = L.linear_modules(reference)
+    for path, module in L.linear_modules(q).items():
+        if not isinstance(module, QuantizedLinear):
+            assert path == "lm_head"
+            continue
+        kernel = np.asarray(module.dequantized_kernel(), np.float64)
+        if path in adapted:
+            a = np.asarray(module.lora.a.get_value(), np.float64)
+            b = np.asarray(module.lora.b.get_value(), np.float64)
+            update = 2.0 * a.reshape(-1, 4) @ b.reshape(4, -1)
+            kernel = kernel + update.reshape(kernel.shape)
+        float_layers[path].kernel.set_value(jnp.asarray(kernel, jnp.float32))
+    assert len(adapted) == 3 * CONFIG.num_layers
+    np.testing.assert_allclose(logits, np.asarray(reference(TOKENS).logits), atol=1e-4)
+
+    back = dequantize_model(q)
+    assert not [m for _, m in nnx.iter_modules(back) if isinstance(m, QuantizedLinear)]
+    assert sorted(L.lora_modules(back)) == sorted(adapted)
+    for path, adapter in L.adapter_weights(q).items():
+        kept = L.adapter_weights(back)[path]
+        np.testing.assert_array_equal(kept.a, adapter.a)
+        np.testing.assert_array_equal(kept.b, adapter.b)
+        assert kept.alpha == adapter.alpha
+    np.testing.assert_allclose(np.asarray(back(TOKENS).logits), logits, atol=1e-5)
+    merged = L.merge_and_unload(back)
+    assert not L.lora_modules(merged)
+    np.testing.assert_allclose(np.asarray(merged(TOKENS).logits), logits, atol=1e-4)
