@@ -12,11 +12,13 @@ directory fails there), and `poll`, called after every train step, raises as soo
 write has failed (a full disk), naming the directory, the cause and the last good checkpoint.
 
 Restore reads onto abstract target arrays (`jax.ShapeDtypeStruct`, with a sharding where one is
-given), so a checkpoint written on one mesh restores onto another. Faults are told apart (see
-`checkpoint_faults`): a structure mismatch stops the run with nothing moved, proven damage sets
-the step aside in `<run>/corrupt_checkpoints/` (never deleted) and falls back to the previous step,
-anything else is raised with nothing moved, and a run whose checkpoints are all unusable is an
-error rather than a silent start from step 0. With several processes, every decision (which
+given), so a checkpoint written on one mesh restores onto another. Each step's state carries the
+size and CRC-32 of its files (written before the commit marker, checked before every restore), so
+damaged array data is recognised. Faults are told apart (see `checkpoint_faults`): a structure
+mismatch stops the run with nothing moved, proven damage sets the step aside in
+`<run>/corrupt_checkpoints/` (never deleted) and falls back to the previous step, anything else is
+raised with nothing moved, and a run whose checkpoints are all unusable is an error rather than a
+silent start from step 0. With several processes, every decision (which
 steps exist, whether one is usable) is agreed among them before it is acted on.
 """
 
@@ -32,12 +34,25 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from jaxformer.train.checkpoint_faults import (CheckpointReadError, CheckpointSaveError,
+from jaxformer.train.checkpoint_faults import (CHECKSUMS, CheckpointReadError, CheckpointSaveError,
                                                CheckpointStructureError, NoUsableCheckpointError,
-                                               cause, damage, inspect_step, structure_differences)
+                                               cause, damage, inspect_step, structure_differences,
+                                               write_checksums)
 
 TMP_MARKER = ".orbax-checkpoint-tmp"
 OK, DAMAGED, MISMATCH, FAILED = 0, 1, 2, 3  # outcomes, worst last: processes agree on the worst
+
+
+class ChecksummedStateHandler(ocp.StandardCheckpointHandler):
+    """orbax's handler for the train state, which also writes the checksums of its files.
+    `finalize` runs in the background save, on the primary process only, once every process has
+    written its files and before the step's commit marker and rename: the files are final then
+    (the processes' OCDBT databases merged by orbax's own finalize), and a committed step always
+    has its checksums."""
+
+    def finalize(self, directory) -> None:
+        super().finalize(directory)
+        write_checksums(Path(directory))
 
 
 class Checkpointer:
@@ -48,8 +63,12 @@ class Checkpointer:
         self.log = log
         self.read_only = read_only  # then a damaged step is skipped, not moved
         self.pending: int | None = None  # the step being written in the background
+        handlers = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        state_handler = ChecksummedStateHandler()
+        handlers.add("state", ocp.args.StandardSave, state_handler)
+        handlers.add("state", ocp.args.StandardRestore, state_handler)
         self.manager = ocp.CheckpointManager(
-            self.directory,
+            self.directory, handler_registry=handlers,  # "data" gets grain's handler as before
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=not read_only, read_only=read_only,
                 enable_async_checkpointing=True,
@@ -159,6 +178,9 @@ class Checkpointer:
             if outcome == OK:
                 outcome, detail, error = _agreed(lambda: (OK, read(step)))
             if outcome == OK:
+                if not (where / "state" / CHECKSUMS).is_file():
+                    self.log(f"checkpoint {where} has no checksums (written by an earlier "
+                             f"version): it was restored without checking its data")
                 return detail, step
             if outcome == MISMATCH:
                 found = "; ".join(detail) if isinstance(detail, list) else detail
@@ -168,10 +190,16 @@ class Checkpointer:
                     f"was saved{hint}. Nothing was changed: rerun with the run's own "
                     f"config.yaml, or start a fresh run with a new train.run_dir")
             if outcome == FAILED:
+                if (where / "state" / CHECKSUMS).is_file():
+                    why = ("the checksums written with it show no damaged file, so nothing "
+                           "was moved")
+                else:
+                    why = ("it has no checksums (written by an earlier version), so damage "
+                           "cannot be proven and nothing was moved")
                 raise CheckpointReadError(
-                    f"could not read checkpoint {where} ({detail}); that does not show it is "
-                    f"damaged, so nothing was moved. Rerun once the cause is gone (if it is "
-                    f"damaged after all, move it out of {self.directory} yourself)") from error
+                    f"could not read checkpoint {where} ({detail}); {why}. Rerun once the cause "
+                    f"is gone (if it is damaged after all, move it out of {self.directory} "
+                    f"yourself)") from error
             if self.read_only:
                 self.log(f"checkpoint {where} is damaged ({detail}); using the previous one")
                 continue
@@ -187,8 +215,11 @@ class Checkpointer:
         return None, None
 
     def _inspect(self, step: int, target, partial: bool):
+        # One process reads the files to check them (they are shared); the others agree on its
+        # verdict through _agreed.
         verdict, saved = inspect_step(self.directory / str(step),
-                                      ocp.StandardCheckpointHandler().metadata)
+                                      ocp.StandardCheckpointHandler().metadata,
+                                      verify=jax.process_index() == 0)
         if verdict == "damaged":
             return DAMAGED, saved
         if partial:  # compare only the parts of the state asked for
