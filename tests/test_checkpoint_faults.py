@@ -14,8 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxformer.train.checkpoint import Checkpointer
-from jaxformer.train.checkpoint_faults import (CheckpointReadError, CheckpointStructureError,
-                                               NoUsableCheckpointError, structure_differences)
+from jaxformer.train.checkpoint_faults import (CHECKSUMS, CheckpointReadError,
+                                               CheckpointStructureError, NoUsableCheckpointError,
+                                               structure_differences)
 
 
 def state_at(step: int) -> dict:
@@ -103,10 +104,13 @@ def _data_files(step_dir: Path) -> list[Path]:
 
 # orbax's reader leaves an asyncio callback behind when a read fails: noise, not a finding.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("damage", ["truncated data", "no commit marker", "garbled metadata"])
+@pytest.mark.parametrize("damage", ["truncated data", "truncated data, no checksums",
+                                    "no commit marker", "garbled metadata"])
 def test_damaged_newest_step_is_set_aside_and_the_previous_used(run, damage):
     newest = run / "checkpoints" / "2"
-    if damage == "truncated data":
+    if damage.endswith("no checksums"):  # as earlier versions wrote it: the storage layer tells
+        (newest / "state" / CHECKSUMS).unlink()
+    if damage.startswith("truncated data"):
         for path in _data_files(newest):
             path.write_bytes(path.read_bytes()[:10])
     elif damage == "no commit marker":
