@@ -1,7 +1,8 @@
 """Cascades: the replay matches a naive per-query loop; thresholds learned on validation queries
 keep the mean cost on fresh test queries within the budget (up to sampling noise) and beat the
-single models that fit it; a one-model cascade answers exactly as the model does; the command
-runs end to end on trained models."""
+single models that fit it; a one-model cascade answers exactly as the model does; a three-stage
+cascade run live on the queries it was learned on takes the replay's decisions, so its accuracy
+and cost equal the learned ones exactly; the command runs end to end on trained models."""
 
 import json
 
@@ -89,6 +90,60 @@ def test_a_cascade_of_one_model_is_that_model():
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def three_stages():
+    """Three random decoders of rising size on 300 contexts, their next-token distributions, and
+    targets chosen so that a cascade pays: each query's target is the answer of the first model
+    (cheapest first) whose confidence is in its top 40%, the largest model's otherwise."""
+    from jaxformer.cascade import confidence, forward_cost
+
+    stages = []
+    for name, width, layers in (("small", 16, 1), ("medium", 32, 1), ("large", 64, 2)):
+        config = DecoderConfig(vocab_size=30, d_model=width, num_layers=layers, num_heads=2,
+                               max_seq_len=16, vocab_pad_multiple=1, tie_embeddings=False)
+        stages.append(Stage(name, build_model(config, rngs=nnx.Rngs(len(stages))),
+                            forward_cost(config, 12) / 1e3))  # kFLOPs: not whole numbers
+    contexts = np.random.default_rng(1).integers(0, 30, (300, 12)).astype(np.int32)
+    probs = [next_token_probs(s.model, contexts) for s in stages]
+    targets = probs[2].argmax(-1)
+    for p in probs[1::-1]:
+        sure = confidence(p) >= np.quantile(confidence(p), 0.6)
+        targets = np.where(sure, p.argmax(-1), targets)
+    return stages, contexts, targets
+
+
+@pytest.mark.parametrize("scorer", ["confidence", "logistic"])
+def test_live_cascade_equals_the_simulation_it_was_learned_on(three_stages, scorer):
+    """`Cascade.run` on the queries `learn` optimised on takes the same decisions as the replay:
+    the same stage answers each query, so accuracy and mean cost are equal exactly (not within a
+    tolerance), with costs (kFLOPs) whose sums round."""
+    from jaxformer.cascade import confidence, stage_tables
+
+    stages, contexts, targets = three_stages
+    _, correct, probs = stage_tables(stages, contexts, targets, [confidence] * 3)
+    scorers = ([LogisticScorer().fit(p, c) for p, c in zip(probs, correct)]
+               if scorer == "logistic" else [confidence] * 3)
+    scores = np.stack([s(p) for s, p in zip(scorers, probs)])
+    costs = np.asarray([s.cost for s in stages])
+    policy, learned = learn(scores, correct, costs, 0.4 * costs[2])
+    assert policy.models == (0, 1, 2)  # a three-stage cascade, thresholds on two models
+    answers, stopped, cost = Cascade(stages, policy, scorers).run(contexts)
+    np.testing.assert_array_equal(stopped, np.asarray(policy.models)[learned.stopped_at])
+    assert len(set(stopped.tolist())) == 3  # every stage answers some queries
+    assert float((answers == targets).mean()) == learned.accuracy
+    assert cost == learned.cost
+    # and both against a per-query loop: pay each stage until one passes its threshold
+    spent = right = 0.0
+    for q in range(len(contexts)):
+        for position, m in enumerate(policy.models):
+            spent += costs[m]
+            if position == 2 or scores[m, q] >= policy.thresholds[position]:
+                right += probs[m][q].argmax() == targets[q]
+                break
+    assert learned.accuracy == pytest.approx(right / len(contexts), rel=1e-12)
+    assert learned.cost == pytest.approx(spent / len(contexts), rel=1e-12)
+
+
 def test_cascade_command(tmp_path, capsys):
     from jaxformer.cli import main
     from jaxformer.config import load_config
@@ -113,6 +168,9 @@ def test_cascade_command(tmp_path, capsys):
     figures = json.loads((tmp_path / "c.json").read_text())
     assert [m["name"] for m in figures["models"]] == ["tiny", "wide"]
     assert figures["test"]["cost"] <= 0.6 * 1.1
+    # run stage by stage, the test queries get the decisions the replay on them takes
+    assert figures["test"]["accuracy"] == figures["test"]["simulated_accuracy"]
+    assert figures["test"]["cost"] == figures["test"]["simulated_cost"]
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert main(["cascade", *runs, "--budget", "0.01", "--queries", "300"]) == 2
     assert "below the cheapest model's cost" in capsys.readouterr().err

@@ -84,21 +84,24 @@ class Cascade:
         answers = np.zeros(queries, np.int32)
         stopped = np.full(queries, -1)
         pending = np.arange(queries)
-        spent = 0.0
+        # Each query's cost, the stages it ran added in order, then the mean: the sums `simulate`
+        # forms, so the live cost equals the simulated one to the bit (a total of cost x count per
+        # stage rounds differently, and a policy learned at its budget could seem over it).
+        spent = np.zeros(queries, np.float64)
         models = self.policy.models
         for position, index in enumerate(models):
             if not len(pending):
                 break
             stage = self.stages[index]
             probs = next_token_probs(stage.model, contexts[pending])
-            spent += stage.cost * len(pending)
+            spent[pending] += stage.cost
             last = position == len(models) - 1
             accept = (np.ones(len(pending), bool) if last else
                       self.scorers[index](probs) >= self.policy.thresholds[position])
             answers[pending[accept]] = probs[accept].argmax(-1)
             stopped[pending[accept]] = index
             pending = pending[~accept]
-        return answers, stopped, spent / max(queries, 1)
+        return answers, stopped, float(spent.mean()) if queries else 0.0
 
 
 def stage_tables(stages: list[Stage], contexts: np.ndarray, targets: np.ndarray, scorers) -> tuple:

@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                                               "thresholds": list(policy.thresholds)},
             "validation": {"accuracy": val_out.accuracy, "cost": val_out.cost / unit},
             "test": {"accuracy": live_acc, "cost": live_cost / unit,
-                     "simulated_accuracy": test_out.accuracy},
+                     "simulated_accuracy": test_out.accuracy,
+                     "simulated_cost": test_out.cost / unit},
             "curve": [{"budget": b, "cost": c, "accuracy": a} for b, c, a in curve]}, indent=2))
     return 0
 
