@@ -1,6 +1,7 @@
 """Beam search against HF transformers' `generate(num_beams=...)` beyond the cases of
 test_hf_parity_seq2seq: tokens AND scores (HF's `sequences_scores`), 20 new tokens with an end
-token that some beams reach, length penalties 1.0, 0.6 and a negative one, several stop tokens,
+token that some beams reach, length penalties 1.0, 0.6, 2.0 and a negative one under each
+early-stopping rule, several stop tokens,
 T5 v1.0, v1.1 and Marian, HF's default initialisation as well as large random weights (peaked
 distributions: beams of one repeated token), and decoder-only prompts of unequal length (each
 against HF on that prompt alone: HF's rows do not interact, so neither may ours)."""
@@ -59,8 +60,7 @@ def ours(model, sources, stops, **settings):
     return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)], out.scores
 
 
-RULES = [dict(length_penalty=1.0, early_stopping=True), dict(length_penalty=1.0),
-         dict(length_penalty=0.6, early_stopping=True), dict(length_penalty=0.6),
+RULES = [dict(length_penalty=1.0, early_stopping=True), dict(length_penalty=0.6),
          dict(length_penalty=-0.5), dict(length_penalty=2.0, early_stopping="never")]
 
 
