@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxformer.nn.axes import declare_logical_axis
 from jaxformer.nn.params import Initializer, normal, param
+
+# The table's bucket axis ([buckets, heads]): small, kept whole on every device.
+declare_logical_axis("relative_buckets", None)
 
 
 def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool,

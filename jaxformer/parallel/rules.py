@@ -7,8 +7,9 @@ array, the first rule whose mesh axes are still free wins. That is why "batch" c
 a weight [embed, mlp] (no batch) is split over fsdp on embed and over tensor on mlp.
 
 A rule may name a mesh axis the mesh lacks (`expert` and `context` exist only when larger than
-1): it is skipped. A family that names a new logical axis declares it beside these rules with
-`declare_logical_axis`; `mesh.rules` may then map it like any other. A name nobody declared is an
+1): it is skipped. A block that names a new logical axis declares it with
+`jaxformer.nn.axes.declare_logical_axis` (T5's "relative_buckets" is one); the declared names
+follow these rules, and `mesh.rules` may map them like any other. A name nobody declared is an
 error, so a typo in `mesh.rules` never silently leaves an axis replicated.
 """
 
@@ -19,6 +20,7 @@ import jax
 from flax import linen as nn
 
 from jaxformer.errors import ConfigError
+from jaxformer.nn import axes
 from jaxformer.nn.sharding import weight_rules
 from jaxformer.parallel.mesh import AXES
 
@@ -39,20 +41,28 @@ DEFAULT_RULES: Rules = (
 )
 
 
-_DECLARED: dict[str, str | tuple[str, ...] | None] = {}
+# The declared names as `jaxformer.nn.axes` holds them (the same dict), for code that saves and
+# restores them around a declaration (tests/test_docs.py).
+_DECLARED = axes._DECLARED
 
 
 def declare_logical_axis(name: str, mesh_axes: str | tuple[str, ...] | None = None) -> None:
-    """Make `name` a known logical axis, split over `mesh_axes` by default (None: replicated).
-    Rules keep their order: declared names come after the defaults."""
-    if name in dict(DEFAULT_RULES):
-        raise ValueError(f"logical axis {name!r} is already a default rule")
-    _DECLARED[name] = _check_mesh_axes(name, mesh_axes)
+    """`jaxformer.nn.axes.declare_logical_axis`, with the checks `known_rules` makes run now, so
+    a wrong name or mesh axis is reported where it is declared."""
+    _check_declared(name, mesh_axes)
+    axes.declare_logical_axis(name, mesh_axes)
 
 
 def known_rules() -> Rules:
-    """The default rules followed by the declared ones."""
-    return DEFAULT_RULES + tuple(_DECLARED.items())
+    """The default rules followed by the declared ones (in the order they were declared)."""
+    return DEFAULT_RULES + tuple((name, _check_declared(name, mesh_axes))
+                                 for name, mesh_axes in axes.declared_logical_axes().items())
+
+
+def _check_declared(name: str, mesh_axes):
+    if name in dict(DEFAULT_RULES):
+        raise ValueError(f"logical axis {name!r} is already a default rule")
+    return _check_mesh_axes(name, mesh_axes)
 
 
 def make_rules(overrides: dict[str, str | list[str] | None] | None = None) -> Rules:
