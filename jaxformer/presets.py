@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from jaxformer.errors import ConfigError
-from jaxformer.models.costs import count_params
+from jaxformer.models.counting import count_params
 from jaxformer.models.registry import get_family
 
 # Inside the package, so an installed wheel has them (in a checkout it links to configs/).

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped, vocab_table
-from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+from jaxformer.models.encoder_decoder import EncoderDecoderConfig
 
 BART = "BartForConditionalGeneration"
 MARIAN = "MarianMTModel"

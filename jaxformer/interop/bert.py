@@ -24,7 +24,7 @@ import numpy as np
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped, vocab_table
-from jaxformer.models.encoder_config import EncoderConfig
+from jaxformer.models.encoder import EncoderConfig
 
 ARCHITECTURES = {
     "BertModel": "none", "BertForPreTraining": "pretraining", "BertForMaskedLM": "masked_lm",

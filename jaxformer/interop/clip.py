@@ -16,7 +16,7 @@ from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped
 from jaxformer.interop.vit import ACTIVATIONS, block_tensors, conv_patch, layer_norm, linear
-from jaxformer.models.clip_config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from jaxformer.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 CLIP_MODEL = "CLIPModel"
 CLIP_BLOCK = {"norm1": "layer_norm1", "q": "self_attn.q_proj", "k": "self_attn.k_proj",

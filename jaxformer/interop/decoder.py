@@ -16,7 +16,7 @@ from typing import Any
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, fused_qkv, reshaped, vocab_table
-from jaxformer.models.config import DecoderConfig
+from jaxformer.models.decoder import DecoderConfig
 from jaxformer.nn.positions import RopeScaling
 
 GPT2 = "GPT2LMHeadModel"

@@ -8,7 +8,7 @@ from jaxformer.interop import bart, t5
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor
-from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+from jaxformer.models.encoder_decoder import EncoderDecoderConfig
 
 MODULES = {t5.T5: t5, bart.BART: bart, bart.MARIAN: bart}
 MODEL_TYPES = {"t5": t5.T5, "bart": bart.BART, "marian": bart.MARIAN}

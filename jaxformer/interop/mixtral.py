@@ -23,7 +23,7 @@ from jaxformer.interop.decoder import LLAMA, _llama_config, config_to_hf as llam
 from jaxformer.interop.decoder import llama_tensors
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, expert_slice, reshaped
-from jaxformer.models.config import DecoderConfig
+from jaxformer.models.decoder import DecoderConfig
 
 MIXTRAL = "MixtralForCausalLM"
 

@@ -16,7 +16,7 @@ import numpy as np
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped
-from jaxformer.models.vit_config import ViTConfig
+from jaxformer.models.vit import ViTConfig
 
 VIT_MODEL = "ViTModel"
 VIT_CLASSIFIER = "ViTForImageClassification"

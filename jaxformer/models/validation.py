@@ -4,6 +4,7 @@ from jaxformer.nn.attention_ops import IMPLEMENTATIONS
 
 REMAT = ("auto", "none", "keep_weights", "dots_saveable", "full")
 DTYPES = ("float32", "bfloat16", "float16")
+NORMS = ("layernorm", "rmsnorm")  # `jaxformer.nn.norms.make_norm`
 
 
 def check_choice(config, name: str, allowed) -> None:

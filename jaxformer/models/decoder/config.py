@@ -2,19 +2,19 @@
 
 import dataclasses
 
+from jaxformer.models.base_config import Heads, ModelConfig, VocabPadding
+from jaxformer.models.validation import (NORMS, check_choice, check_compute, check_fraction,
+                                         check_heads, check_positive)
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 from jaxformer.nn.moe import DISPATCHES, ROUTERS
 from jaxformer.nn.positions import RopeScaling
 from jaxformer.nn.sparse_attention import PATTERNS, SparsePattern, make_pattern
-from jaxformer.models.validation import (check_choice, check_compute, check_fraction, check_heads,
-                                         check_positive)
 
 POSITIONS = ("learned", "rope", "sinusoidal", "alibi", "none")
-NORMS = ("layernorm", "rmsnorm")
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(ModelConfig, VocabPadding, Heads):
     """Sizes use the standard names: V vocab_size, D d_model, T max_seq_len, H num_heads,
     I mlp_dim (feed-forward width), L num_layers.
 
@@ -106,18 +106,8 @@ class DecoderConfig:
             raise ValueError(f"model.moe_num_experts must be >= 0, got {self.moe_num_experts}")
 
     @property
-    def padded_vocab_size(self) -> int:
-        """Rows of the embedding table: vocab_size rounded up to a multiple of vocab_pad_multiple."""
-        m = self.vocab_pad_multiple
-        return -(-self.vocab_size // m) * m
-
-    @property
     def kv_heads(self) -> int:
         return self.num_kv_heads or self.num_heads
-
-    @property
-    def head_size(self) -> int:
-        return self.head_dim or self.d_model // self.num_heads
 
     @property
     def ffn_dim(self) -> int:
@@ -133,6 +123,3 @@ class DecoderConfig:
         """The attention's sparse pattern (sliding window included), or None for full."""
         return make_pattern(self.sliding_window, self.sparse_pattern, stride=self.sparse_stride,
                             summary=self.sparse_summary, global_tokens=self.sparse_global_tokens)
-
-    def replace(self, **changes) -> "DecoderConfig":
-        return dataclasses.replace(self, **changes)

@@ -2,9 +2,10 @@
 
 import dataclasses
 
-from jaxformer.nn.feedforward import ACTIVATIONS, GATED
+from jaxformer.models.base_config import Heads, ModelConfig, VocabPadding
 from jaxformer.models.validation import (check_choice, check_compute, check_fraction, check_heads,
                                          check_positive)
+from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 
 # What sits on top of the encoder, named after the HF class it matches:
 #   none                  BertModel (last hidden states and the pooled [CLS])
@@ -20,7 +21,7 @@ LABEL_HEADS = ("classification", "token_classification")
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ModelConfig, VocabPadding, Heads):
     """Sizes use the standard names: V vocab_size, D d_model, T max_seq_len (the position table),
     H num_heads, I mlp_dim, L num_layers; `type_vocab_size` token types (BERT's sentence A/B).
 
@@ -65,15 +66,6 @@ class EncoderConfig:
         check_fraction(self, "dropout", "classifier_dropout")
 
     @property
-    def padded_vocab_size(self) -> int:
-        m = self.vocab_pad_multiple
-        return -(-self.vocab_size // m) * m
-
-    @property
-    def head_size(self) -> int:
-        return self.head_dim or self.d_model // self.num_heads
-
-    @property
     def kv_heads(self) -> int:
         return self.num_heads
 
@@ -88,6 +80,3 @@ class EncoderConfig:
     @property
     def has_mlm(self) -> bool:
         return self.head in MLM_HEADS
-
-    def replace(self, **changes) -> "EncoderConfig":
-        return dataclasses.replace(self, **changes)

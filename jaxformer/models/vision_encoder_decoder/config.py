@@ -5,10 +5,10 @@ settings both parts share. The defaults are ViT-B/16 at 224 px and a GPT-2-small
 import dataclasses
 from typing import ClassVar
 
-from jaxformer.models.config import NORMS
-from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
-from jaxformer.models.validation import check_compute
-from jaxformer.models.vit_config import ViTConfig
+from jaxformer.models.base_config import Heads, ModelConfig
+from jaxformer.models.encoder_decoder.config import EncoderDecoderConfig
+from jaxformer.models.validation import NORMS, check_compute
+from jaxformer.models.vit.config import ViTConfig
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 
 
@@ -54,7 +54,7 @@ class TextDecoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class VisionEncoderDecoderConfig:
+class VisionEncoderDecoderConfig(ModelConfig, Heads):
     """images [B, H, W, C] -> ViT (`encoder`) -> patch states [B, 1 + patches, De]
     (-> `enc_to_dec_proj` to Dd when De != Dd, as HF adds it) -> the memory the `decoder`'s
     cross-attention reads. Shared: dropout, attention_impl, init_std, dtypes, scan_layers, remat."""
@@ -107,9 +107,7 @@ class VisionEncoderDecoderConfig:
             image_size=e.image_size, patch_size=e.patch_size, num_channels=e.num_channels,
             d_model=e.d_model, num_layers=e.num_layers, num_heads=e.num_heads, mlp_dim=e.mlp_dim,
             num_labels=0, pooler=False, activation=e.activation, norm_eps=e.norm_eps,
-            dropout=self.dropout, attention_impl=self.attention_impl, init_std=self.init_std,
-            dtype=self.dtype, param_dtype=self.param_dtype, scan_layers=self.scan_layers,
-            remat=self.remat)
+            **self.compute_settings())
 
     def decoder_config(self) -> EncoderDecoderConfig:
         """The text decoder as the decoder half of an `EncoderDecoderConfig` (its encoder fields
@@ -122,9 +120,7 @@ class VisionEncoderDecoderConfig:
             norm_eps=d.norm_eps, norm_position=d.norm_position, embedding_norm=d.embedding_norm,
             activation=d.activation, use_bias=d.use_bias, tie_embeddings=d.tie_embeddings,
             scale_decoder_output=False, decoder_start_token_id=d.decoder_start_token_id,
-            dropout=self.dropout, attention_impl=self.attention_impl, init="normal",
-            init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
-            scan_layers=self.scan_layers, remat=self.remat)
+            init="normal", **self.compute_settings())
 
     # What the generation loops and the reports read from any text-producing config.
     @property
@@ -154,10 +150,6 @@ class VisionEncoderDecoderConfig:
         return self.decoder.d_model
 
     @property
-    def head_size(self) -> int:
-        return self.decoder.d_model // self.decoder.num_heads
-
-    @property
     def tie_embeddings(self) -> bool:
         return self.decoder.tie_embeddings
 
@@ -169,6 +161,3 @@ class VisionEncoderDecoderConfig:
     @property
     def num_patches(self) -> int:
         return (self.encoder.image_size // self.encoder.patch_size) ** 2
-
-    def replace(self, **changes) -> "VisionEncoderDecoderConfig":
-        return dataclasses.replace(self, **changes)

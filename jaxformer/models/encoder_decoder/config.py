@@ -4,10 +4,10 @@ v1.1), BART and Marian. The defaults are t5-small (T5 v1.0)."""
 import dataclasses
 from typing import ClassVar
 
-from jaxformer.models.config import NORMS
+from jaxformer.models.base_config import Heads, ModelConfig, VocabPadding
+from jaxformer.models.validation import (NORMS, check_choice, check_compute, check_fraction,
+                                         check_heads, check_positive)
 from jaxformer.nn.feedforward import ACTIVATIONS, GATED
-from jaxformer.models.validation import (check_choice, check_compute, check_fraction, check_heads,
-                                         check_positive)
 
 # sinusoidal: the 2017 paper's table (sin and cos interleaved); sinusoidal_halves: sines then
 # cosines (Marian, fairseq); learned: a table per stack (BART, with `position_offset` 2);
@@ -17,7 +17,7 @@ INITS = ("normal", "t5")
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderDecoderConfig:
+class EncoderDecoderConfig(ModelConfig, VocabPadding, Heads):
     """Sizes: V vocab_size (shared by source and target), D d_model, H num_heads of head_dim
     (T5's d_kv, may differ from D / H), I mlp_dim, encoder_layers / decoder_layers, T max_seq_len
     (the longest source and the longest target a position table covers).
@@ -94,15 +94,6 @@ class EncoderDecoderConfig:
         check_fraction(self, "dropout")
 
     @property
-    def padded_vocab_size(self) -> int:
-        m = self.vocab_pad_multiple
-        return -(-self.vocab_size // m) * m
-
-    @property
-    def head_size(self) -> int:
-        return self.head_dim or self.d_model // self.num_heads
-
-    @property
     def kv_heads(self) -> int:
         return self.num_heads
 
@@ -114,6 +105,3 @@ class EncoderDecoderConfig:
     @property
     def ffn_dim(self) -> int:
         return self.mlp_dim
-
-    def replace(self, **changes) -> "EncoderDecoderConfig":
-        return dataclasses.replace(self, **changes)

@@ -2,8 +2,9 @@
 
 import jax
 
-from jaxformer.models.costs import ParamCounts, _path_keys, _size, count_params, param_shapes
-from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+from jaxformer.models.counting import (ParamCounts, count_params, leaf_size, param_shapes,
+                                       path_keys)
+from jaxformer.models.encoder_decoder.config import EncoderDecoderConfig
 
 GROUPS = ("token_embedding", "positions", "lm_head", "encoder_attention", "encoder_feed_forward",
           "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
@@ -18,8 +19,8 @@ def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
     state = param_shapes(c.replace(encoder_layers=1, decoder_layers=1))
     groups = dict.fromkeys(GROUPS, 0)
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        keys = _path_keys(path)
-        size = _size(leaf)
+        keys = path_keys(path)
+        size = leaf_size(leaf)
         if keys[0] in ("encoder", "decoder") and keys[1] == "layers":
             sublayer = next(k for k in keys[2:] if not k.isdigit())
             group = (f"{keys[0]}_{sublayer}" if sublayer in ("attention", "cross_attention",
@@ -52,24 +53,3 @@ def encoder_decoder_flops_parts(config: EncoderDecoderConfig, seq_len: int | Non
             "6 x (enc + 2 dec layers) x d x T (attention)":
                 6 * (c.encoder_layers + 2 * c.decoder_layers) * width * seq_len}
 
-
-def encoder_decoder_sizes(c: EncoderDecoderConfig) -> list[tuple[str, str, int, str]]:
-    """Rows (symbol, field, value, note) for `jaxformer info`'s sizes table."""
-    position = {"relative": f"relative buckets {c.relative_buckets} (max distance "
-                            f"{c.relative_max_distance})",
-                "learned": "learned" + (f" (offset {c.position_offset})" if c.position_offset else ""),
-                "sinusoidal": "sinusoidal", "sinusoidal_halves": "sinusoidal (sin | cos halves)"}
-    vocab = (f"table padded to {c.padded_vocab_size:,} rows"
-             if c.padded_vocab_size != c.vocab_size else "")
-    head = ("tied" + (", scaled by d^-0.5" if c.scale_decoder_output else "")
-            if c.tie_embeddings else "untied")
-    return [
-        ("V", "vocab_size", c.vocab_size, vocab),
-        ("D", "d_model", c.d_model, f"output layer {head}"),
-        ("T", "max_seq_len", c.max_seq_len, f"positions: {position[c.position]}"),
-        ("H", "num_heads", c.num_heads, f"head dim {c.head_size}"
-                                        + ("" if c.attention_scale else ", no 1/sqrt(d) scaling")),
-        ("I", "mlp_dim", c.mlp_dim, c.activation),
-        ("Le", "encoder_layers", c.encoder_layers, f"{c.norm_position}-{c.norm}"),
-        ("Ld", "decoder_layers", c.decoder_layers, "with cross-attention"),
-    ]

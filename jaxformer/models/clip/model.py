@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.models.clip_config import CLIPConfig
+from jaxformer.models.clip.config import CLIPConfig
 from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
 from jaxformer.models.output import ModelOutput
-from jaxformer.models.vit import ViT
+from jaxformer.models.vit.model import ViT
 from jaxformer.nn.attention import Attention
 from jaxformer.nn.block import TransformerBlock
 from jaxformer.nn.context import BlockContext

@@ -1,9 +1,9 @@
-"""The encoder's parameter counts (as HF's `num_parameters()`), training FLOPs and sizes table."""
+"""The encoder's parameter counts (as HF's `num_parameters()`) and training FLOPs."""
 
 import jax
 
-from jaxformer.models.costs import DENSE, ParamCounts, _path_keys, _size, param_shapes
-from jaxformer.models.encoder_config import EncoderConfig
+from jaxformer.models.counting import DENSE, ParamCounts, leaf_size, param_shapes, path_keys
+from jaxformer.models.encoder.config import EncoderConfig
 
 # Top-level modules -> the part they are counted in.
 PARTS = {"pooler": "pooler", "mlm": "masked_lm_head", "nsp": "nsp_head", "classifier": "classifier",
@@ -14,15 +14,15 @@ EMBEDDINGS = {"word": "token_embedding", "position": "positions", "token_type": 
 
 def encoder_param_counts(config: EncoderConfig) -> ParamCounts:
     """Counted on a one-layer copy, its layer counted `num_layers` times (see
-    `costs.decoder_param_counts`); the padded rows of the word table and the MLM bias are not
-    counted, and the tied MLM decoder is the word table (counted once)."""
+    `decoder.costs.decoder_param_counts`); the padded rows of the word table and the MLM bias are
+    not counted, and the tied MLM decoder is the word table (counted once)."""
     state = param_shapes(config.replace(num_layers=1, scan_layers=False))
     groups = dict.fromkeys(("token_embedding", "positions", "token_types", "attention",
                             "feed_forward", "norms"), 0)
     per_layer = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        keys = [k for k in _path_keys(path) if k != "value"]  # a Variable's leaf ends in "value"
-        size = _size(leaf)
+        keys = [k for k in path_keys(path) if k != "value"]  # a Variable's leaf ends in "value"
+        size = leaf_size(leaf)
         if keys[0] == "layers":
             sublayer = keys[2]
             group = sublayer if sublayer in ("attention", "feed_forward") else "norms"
@@ -52,17 +52,3 @@ def encoder_flops_parts(config: EncoderConfig, seq_len: int | None = None) -> di
             "12 x layers x d_model x T (attention, bidirectional)":
                 12 * config.num_layers * config.num_heads * config.head_size * seq_len}
 
-
-def encoder_sizes(c: EncoderConfig) -> list[tuple[str, str, int, str]]:
-    vocab = (f"table padded to {c.padded_vocab_size:,} rows"
-             if c.padded_vocab_size != c.vocab_size else "")
-    head = c.head + (f", {c.num_labels} labels" if c.head in ("classification",
-                                                             "token_classification") else "")
-    return [
-        ("V", "vocab_size", c.vocab_size, vocab),
-        ("D", "d_model", c.d_model, ""),
-        ("T", "max_seq_len", c.max_seq_len, f"learned positions; {c.type_vocab_size} token types"),
-        ("H", "num_heads", c.num_heads, f"head dim {c.head_size}, bidirectional"),
-        ("I", "mlp_dim", c.mlp_dim, c.activation),
-        ("L", "num_layers", c.num_layers, f"{c.norm_position}-layernorm; head: {head}"),
-    ]

@@ -4,8 +4,9 @@ ViT) and the shared embedding space they are projected into."""
 import dataclasses
 import math
 
-from jaxformer.models.vit_config import ViTConfig
+from jaxformer.models.base_config import ModelConfig
 from jaxformer.models.validation import check_choice, check_compute
+from jaxformer.models.vit.config import ViTConfig
 from jaxformer.nn.feedforward import ACTIVATIONS
 
 
@@ -41,7 +42,7 @@ class CLIPVisionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPConfig:
+class CLIPConfig(ModelConfig):
     """`text` and `vision` give the towers' sizes; both use `activation` and `norm_eps`.
     projection_dim: the shared embedding width. The logit scale (inverse temperature) is a learned
     scalar parameter stored as its log, initialised to log(1 / 0.07), and clamped at
@@ -88,9 +89,4 @@ class CLIPConfig:
             image_size=v.image_size, patch_size=v.patch_size, num_channels=v.num_channels,
             d_model=v.d_model, num_layers=v.num_layers, num_heads=v.num_heads, mlp_dim=v.mlp_dim,
             num_labels=0, pooler=False, pre_norm=True, patch_bias=False,
-            activation=self.activation, norm_eps=self.norm_eps, dropout=self.dropout,
-            attention_impl=self.attention_impl, init_std=self.init_std, dtype=self.dtype,
-            param_dtype=self.param_dtype, scan_layers=self.scan_layers, remat=self.remat)
-
-    def replace(self, **changes) -> "CLIPConfig":
-        return dataclasses.replace(self, **changes)
+            activation=self.activation, norm_eps=self.norm_eps, **self.compute_settings())

@@ -3,7 +3,7 @@
     tokens, token types, positions -> word + token-type + learned position embeddings -> LayerNorm
         -> dropout -> N x TransformerBlock (post-LN, erf GELU; no causal mask)
         -> [final norm, pre-norm only] -> last_hidden_state
-        -> pooler (tanh dense on [CLS]) -> the head `config.head` names (see encoder_heads.py)
+        -> pooler (tanh dense on [CLS]) -> the head `config.head` names (see heads.py)
 
 Call: `model(tokens, token_types=None, segment_ids=None, positions=None)` -> `ModelOutput`:
 
@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.models.encoder_config import EncoderConfig
-from jaxformer.models.encoder_heads import MaskedLMHead, Pooler, dense, gather_positions
+from jaxformer.models.encoder.config import EncoderConfig
+from jaxformer.models.encoder.heads import MaskedLMHead, Pooler, dense, gather_positions
 from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
 from jaxformer.models.output import ModelOutput
 from jaxformer.nn.attention import Attention

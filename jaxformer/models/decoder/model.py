@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.models.config import DecoderConfig
+from jaxformer.models.decoder.config import DecoderConfig
 from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
 from jaxformer.models.output import ModelOutput
 from jaxformer.nn import kv_cache

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.models.encoder_decoder_config import EncoderDecoderConfig
+from jaxformer.models.encoder_decoder.config import EncoderDecoderConfig
 from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
 from jaxformer.models.output import ModelOutput
 from jaxformer.nn import kv_cache

@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxformer.models.encoder_decoder import (Stack, _inits, decoder_positions_and_segments,
-                                              init_decoder_cache)
+from jaxformer.models.encoder_decoder.model import (Stack, _inits, decoder_positions_and_segments,
+                                                    init_decoder_cache)
 from jaxformer.models.output import ModelOutput
-from jaxformer.models.vision_encoder_decoder_config import VisionEncoderDecoderConfig
-from jaxformer.models.vit import ViT
+from jaxformer.models.vision_encoder_decoder.config import VisionEncoderDecoderConfig
+from jaxformer.models.vit.model import ViT
 from jaxformer.nn.embedding import Embed, padded
 from jaxformer.nn.linear import Linear
 from jaxformer.nn.params import normal

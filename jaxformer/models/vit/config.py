@@ -2,14 +2,15 @@
 
 import dataclasses
 
-from jaxformer.nn.feedforward import ACTIVATIONS
+from jaxformer.models.base_config import Heads, ModelConfig
 from jaxformer.models.validation import check_choice, check_compute, check_fraction, check_positive
+from jaxformer.nn.feedforward import ACTIVATIONS
 
 POOLER_ACTIVATIONS = ("tanh", "none")
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(ModelConfig, Heads):
     """Sizes: image_size (square, pixels), patch_size, num_channels, D d_model, H num_heads,
     I mlp_dim, L num_layers. The sequence is [CLS] + (image_size / patch_size)^2 patches.
 
@@ -69,10 +70,3 @@ class ViTConfig:
     @property
     def num_patches(self) -> int:
         return self.grid_size ** 2
-
-    @property
-    def head_size(self) -> int:
-        return self.d_model // self.num_heads
-
-    def replace(self, **changes) -> "ViTConfig":
-        return dataclasses.replace(self, **changes)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from jaxformer.models.layers import ACTIVATION_AXES, run_layers, stacked_blocks
 from jaxformer.models.output import ModelOutput
-from jaxformer.models.vit_config import ViTConfig
+from jaxformer.models.vit.config import ViTConfig
 from jaxformer.nn.attention import Attention
 from jaxformer.nn.block import TransformerBlock
 from jaxformer.nn.context import BlockContext

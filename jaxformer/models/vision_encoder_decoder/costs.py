@@ -4,8 +4,8 @@ import dataclasses
 
 import jax
 
-from jaxformer.models.costs import ParamCounts, _path_keys, _size, param_shapes
-from jaxformer.models.vision_encoder_decoder_config import VisionEncoderDecoderConfig
+from jaxformer.models.counting import ParamCounts, leaf_size, param_shapes, path_keys
+from jaxformer.models.vision_encoder_decoder.config import VisionEncoderDecoderConfig
 
 GROUPS = ("token_embedding", "positions", "lm_head", "image_encoder", "enc_to_dec_proj",
           "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
@@ -22,8 +22,8 @@ def vision_encoder_decoder_param_counts(config: VisionEncoderDecoderConfig) -> P
     vocab, padded = c.decoder.vocab_size, c.decoder_config().padded_vocab_size
     groups = dict.fromkeys(GROUPS, 0)
     for path, leaf in jax.tree_util.tree_leaves_with_path(param_shapes(one)):
-        keys = _path_keys(path)
-        size = _size(leaf)
+        keys = path_keys(path)
+        size = leaf_size(leaf)
         if keys[0] == "encoder":
             group = "positions" if keys[1] == "position_embedding" else "image_encoder"
             size *= c.encoder.num_layers if keys[1] == "layers" else 1
@@ -69,17 +69,3 @@ def vision_encoder_decoder_flops_parts(config: VisionEncoderDecoderConfig,
                 12 * (e.num_layers * e.d_model * image * image
                       + d.num_layers * d.d_model * text * (text + image)) // tokens}
 
-
-def vision_encoder_decoder_sizes(c: VisionEncoderDecoderConfig) -> list[tuple[str, str, int, str]]:
-    """Rows (symbol, field, value, note) for `jaxformer info`'s sizes table."""
-    e, d = c.encoder, c.decoder
-    return [
-        ("P", "encoder.patch_size", e.patch_size,
-         f"{e.image_size} px images: {c.num_patches} patches + [CLS]"),
-        ("De", "encoder.d_model", e.d_model, f"{e.num_layers} ViT layers, {e.num_heads} heads, "
-                                             f"mlp {e.mlp_dim}"),
-        ("V", "decoder.vocab_size", d.vocab_size, f"captions up to {d.max_seq_len} tokens"),
-        ("Dd", "decoder.d_model", d.d_model,
-         f"{d.num_layers} layers with cross-attention, {d.num_heads} heads, mlp {d.mlp_dim}"
-         + ("" if e.d_model == d.d_model else f"; patches projected from {e.d_model}")),
-    ]
