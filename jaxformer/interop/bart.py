@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.interop.conventions import activations, choose, layer_norm, linear
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped, vocab_table
 from jaxformer.models.encoder_decoder import EncoderDecoderConfig
 
 BART = "BartForConditionalGeneration"
 MARIAN = "MarianMTModel"
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "relu": "relu", "swish": "silu", "silu": "silu"}
+ACTIVATIONS = activations("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
 
 def _same(hf: dict, encoder_key: str, decoder_key: str, default):
@@ -39,10 +39,7 @@ def _same(hf: dict, encoder_key: str, decoder_key: str, default):
 
 
 def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
-    activation = hf.get("activation_function", "gelu")
-    if activation not in ACTIVATIONS:
-        raise UnsupportedConfigError(f"config.json activation_function={activation!r} is not "
-                                     f"supported: use one of {sorted(ACTIVATIONS)}")
+    activation = choose("activation_function", hf.get("activation_function", "gelu"), ACTIVATIONS)
     marian = arch == MARIAN
     if marian:
         if not hf.get("share_encoder_decoder_embeddings", True):
@@ -66,7 +63,7 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
         max_seq_len=hf.get("max_position_embeddings", 1024),
         position="sinusoidal_halves" if marian else "learned", position_offset=0 if marian else 2,
         norm="layernorm", norm_eps=1e-5, norm_position="post", embedding_norm=not marian,
-        activation=ACTIVATIONS[activation], use_bias=True,
+        activation=activation, use_bias=True,
         scale_embedding=bool(hf.get("scale_embedding", False)), attention_scale=True,
         tie_embeddings=True, scale_decoder_output=False, final_logits_bias=True,
         decoder_start_token_id=int(hf.get("decoder_start_token_id", 58100 if marian else 2)),
@@ -81,16 +78,9 @@ def config_from_checkpoint(arch: str, config: EncoderDecoderConfig, ckpt) -> Enc
 def _linear(hf_name: str, path: tuple, c: EncoderDecoderConfig, kind: str) -> list[Tensor]:
     """weight + bias of one nn.Linear; kind: "in" (q/k/v), "out" (out_proj), "up", "down"."""
     D, F, H, hd = c.d_model, c.mlp_dim, c.num_heads, c.head_size
-    shapes = {"in": ((H * hd, D), (D, H, hd), (H, hd)), "out": ((D, H * hd), (H, hd, D), (D,)),
-              "up": ((F, D), (D, F), (F,)), "down": ((D, F), (F, D), (D,))}
-    hf_shape, kernel, bias = shapes[kind]
-    return [reshaped(hf_name + ".weight", hf_shape, path + ("kernel",), kernel, transpose=True),
-            reshaped(hf_name + ".bias", hf_shape[:1], path + ("bias",), bias)]
-
-
-def _norm(hf_name: str, path: tuple, D: int) -> list[Tensor]:
-    return [reshaped(hf_name + ".weight", (D,), path + ("scale",), (D,)),
-            reshaped(hf_name + ".bias", (D,), path + ("bias",), (D,))]
+    in_out = {"in": ((D,), (H, hd)), "out": ((H, hd), (D,)), "up": ((D,), (F,)),
+              "down": ((F,), (D,))}
+    return linear(hf_name, path, *in_out[kind])
 
 
 def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
@@ -109,7 +99,7 @@ def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
                                  (stack, "position_embedding", "embedding"),
                                  (c.max_seq_len + c.position_offset, D)))
         if c.embedding_norm:
-            rows += _norm(prefix + "layernorm_embedding", (stack, "embedding_norm"), D)
+            rows += layer_norm(prefix + "layernorm_embedding", (stack, "embedding_norm"), D)
         for i in range(layers):
             hf, ours = f"{prefix}layers.{i}.", (stack, "layers", i)
             attentions = [("self_attn", "attention")]
@@ -119,10 +109,10 @@ def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
                 for part, proj in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
                     rows += _linear(f"{hf}{hf_attn}.{part}", ours + (attn, proj), c, "in")
                 rows += _linear(f"{hf}{hf_attn}.out_proj", ours + (attn, "out"), c, "out")
-                rows += _norm(f"{hf}{hf_attn}_layer_norm", ours + (attn + "_norm",), D)
+                rows += layer_norm(f"{hf}{hf_attn}_layer_norm", ours + (attn + "_norm",), D)
             rows += _linear(hf + "fc1", ours + ("feed_forward", "up"), c, "up")
             rows += _linear(hf + "fc2", ours + ("feed_forward", "down"), c, "down")
-            rows += _norm(hf + "final_layer_norm", ours + ("feed_forward_norm",), D)
+            rows += layer_norm(hf + "final_layer_norm", ours + ("feed_forward_norm",), D)
     return rows
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.interop.conventions import (activations, choose, export_names, layer_norm, linear,
+                                           require)
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped, vocab_table
@@ -32,15 +34,8 @@ ARCHITECTURES = {
     "BertForTokenClassification": "token_classification", "BertForQuestionAnswering": "span_qa",
 }
 HEAD_TO_ARCH = {head: arch for arch, head in ARCHITECTURES.items()}
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "relu": "relu", "silu": "silu", "swish": "silu"}
-EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
-
-
-def _require(hf: dict, key: str, expected: Any, default: Any) -> None:
-    if hf.get(key, default) != expected:
-        raise UnsupportedConfigError(f"config.json {key}={hf.get(key)!r} is not supported "
-                                     f"(jaxformer's encoder needs {key}={expected!r})")
+ACTIVATIONS = activations("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+EXPORT_ACTIVATIONS = export_names(ACTIVATIONS)
 
 
 def num_labels(hf: dict) -> int:
@@ -49,19 +44,16 @@ def num_labels(hf: dict) -> int:
 
 
 def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderConfig:
-    _require(hf, "position_embedding_type", "absolute", "absolute")
-    _require(hf, "is_decoder", False, False)
-    _require(hf, "add_cross_attention", False, False)
+    require(hf, "position_embedding_type", "absolute", "absolute", "encoder")
+    require(hf, "is_decoder", False, False, "encoder")
+    require(hf, "add_cross_attention", False, False, "encoder")
     head = ARCHITECTURES[arch]
     if head in ("pretraining", "masked_lm"):
-        _require(hf, "tie_word_embeddings", True, True)
+        require(hf, "tie_word_embeddings", True, True, "encoder")
     if head == "span_qa" and num_labels(hf) != 2:
         raise UnsupportedConfigError(f"config.json gives BertForQuestionAnswering {num_labels(hf)} "
                                      f"labels: its qa_outputs must have 2 (start, end)")
-    act = hf.get("hidden_act", "gelu")
-    if act not in ACTIVATIONS:
-        raise UnsupportedConfigError(f"config.json hidden_act={act!r} is not supported: use one "
-                                     f"of {sorted(ACTIVATIONS)}")
+    activation = choose("hidden_act", hf.get("hidden_act", "gelu"), ACTIVATIONS)
     d_model, heads = hf.get("hidden_size", 768), hf.get("num_attention_heads", 12)
     return EncoderConfig(
         head=head,
@@ -75,7 +67,7 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderConfig:
         max_seq_len=hf.get("max_position_embeddings", 512),
         norm_eps=hf.get("layer_norm_eps", 1e-12),
         norm_position="post",
-        activation=ACTIVATIONS[act],
+        activation=activation,
         dropout=float(hf.get("hidden_dropout_prob", 0.1)),
         classifier_dropout=hf.get("classifier_dropout"),
         init_std=float(hf.get("initializer_range", 0.02)),
@@ -126,19 +118,6 @@ def padded_vector(name: str, size: int, path: tuple, padded_size: int) -> Tensor
                   lambda p: p[:size])
 
 
-def linear(hf_name: str, path: tuple, out_shape: tuple, in_shape: tuple) -> list[Tensor]:
-    """An nn.Linear ([out, in] weight, [out] bias) -> kernel [*in_shape, *out_shape], bias."""
-    n_out, n_in = int(np.prod(out_shape)), int(np.prod(in_shape))
-    return [reshaped(hf_name + ".weight", (n_out, n_in), path + ("kernel",), in_shape + out_shape,
-                     transpose=True),
-            reshaped(hf_name + ".bias", (n_out,), path + ("bias",), out_shape)]
-
-
-def layer_norm(hf_name: str, path: tuple, dim: int) -> list[Tensor]:
-    return [reshaped(hf_name + ".weight", (dim,), path + ("scale",), (dim,)),
-            reshaped(hf_name + ".bias", (dim,), path + ("bias",), (dim,))]
-
-
 def tensors(arch: str, config: EncoderConfig) -> list[Tensor]:
     c = config
     D, I, H, hd = c.d_model, c.mlp_dim, c.num_heads, c.head_size
@@ -156,11 +135,11 @@ def tensors(arch: str, config: EncoderConfig) -> list[Tensor]:
         hf, ours = f"{p}encoder.layer.{i}.", ("layers", i)
         attn, ffn = ours + ("attention",), ours + ("feed_forward",)
         for part in ("query", "key", "value"):
-            rows += linear(hf + f"attention.self.{part}", attn + (part,), (H, hd), (D,))
-        rows += linear(hf + "attention.output.dense", attn + ("out",), (D,), (H, hd))
+            rows += linear(hf + f"attention.self.{part}", attn + (part,), (D,), (H, hd))
+        rows += linear(hf + "attention.output.dense", attn + ("out",), (H, hd), (D,))
         rows += layer_norm(hf + "attention.output.LayerNorm", ours + ("attention_norm",), D)
-        rows += linear(hf + "intermediate.dense", ffn + ("up",), (I,), (D,))
-        rows += linear(hf + "output.dense", ffn + ("down",), (D,), (I,))
+        rows += linear(hf + "intermediate.dense", ffn + ("up",), (D,), (I,))
+        rows += linear(hf + "output.dense", ffn + ("down",), (I,), (D,))
         rows += layer_norm(hf + "output.LayerNorm", ours + ("feed_forward_norm",), D)
     if c.has_pooler:
         rows += linear(p + "pooler.dense", ("pooler", "dense"), (D,), (D,))
@@ -170,11 +149,11 @@ def tensors(arch: str, config: EncoderConfig) -> list[Tensor]:
         rows.append(padded_vector("cls.predictions.bias", c.vocab_size, ("mlm", "bias"),
                                   c.padded_vocab_size))
     if c.head == "pretraining":
-        rows += linear("cls.seq_relationship", ("nsp",), (2,), (D,))
+        rows += linear("cls.seq_relationship", ("nsp",), (D,), (2,))
     elif c.head in ("classification", "token_classification"):
-        rows += linear("classifier", ("classifier",), (c.num_labels,), (D,))
+        rows += linear("classifier", ("classifier",), (D,), (c.num_labels,))
     elif c.head == "span_qa":
-        rows += linear("qa_outputs", ("qa",), (2,), (D,))
+        rows += linear("qa_outputs", ("qa",), (D,), (2,))
     return rows
 
 

@@ -12,10 +12,11 @@ projections are bias-free nn.Linear; `logit_scale` is a scalar.
 import math
 from typing import Any
 
+from jaxformer.interop.conventions import choose, export_names, layer_norm, linear
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped
-from jaxformer.interop.vit import ACTIVATIONS, block_tensors, conv_patch, layer_norm, linear
+from jaxformer.interop.vit import ACTIVATIONS, block_tensors, conv_patch
 from jaxformer.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 CLIP_MODEL = "CLIPModel"
@@ -32,10 +33,7 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> CLIPConfig:
         raise UnsupportedConfigError(
             f"config.json text_config and vision_config differ in hidden_act {sorted(acts)} or "
             f"layer_norm_eps {sorted(eps)}: jaxformer's CLIP uses one of each for both towers")
-    act = acts.pop()
-    if act not in ACTIVATIONS:
-        raise UnsupportedConfigError(f"config.json hidden_act={act!r} is not supported: use one "
-                                     f"of {sorted(ACTIVATIONS)}")
+    activation = choose("hidden_act", acts.pop(), ACTIVATIONS)
     return CLIPConfig(
         text=CLIPTextConfig(
             vocab_size=text.get("vocab_size", 49408), d_model=text.get("hidden_size", 512),
@@ -52,7 +50,7 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> CLIPConfig:
             mlp_dim=vision.get("intermediate_size", 3072)),
         projection_dim=hf.get("projection_dim", 512),
         logit_scale_init=hf.get("logit_scale_init_value", math.log(1 / 0.07)),
-        activation=ACTIVATIONS[act], norm_eps=eps.pop())
+        activation=activation, norm_eps=eps.pop())
 
 
 def export_architecture(c: CLIPConfig) -> str:
@@ -65,7 +63,7 @@ def export_architecture(c: CLIPConfig) -> str:
 
 def config_to_hf(arch: str, c: CLIPConfig) -> dict[str, Any]:
     t, v = c.text, c.vision
-    act = next(hf_name for hf_name, ours in ACTIVATIONS.items() if ours == c.activation)
+    act = export_names(ACTIVATIONS)[c.activation]
     return {
         "architectures": [CLIP_MODEL], "model_type": "clip", "projection_dim": c.projection_dim,
         "logit_scale_init_value": c.logit_scale_init, "torch_dtype": c.param_dtype,

@@ -3,7 +3,9 @@
 A converter says how one family's HuggingFace checkpoints map onto jaxformer's: which
 `architectures` it reads, how config.json becomes the family's config (and back), and the weight
 table (see `tables.py`). `hf.load` / `hf.save` are written once against it; a family adds its
-converter with `register_converter` in its own module under `jaxformer/interop/`.
+converter with `register_converter` in its own module under `jaxformer/interop/`, reading
+activation names and settings and building the rows of linear layers and norms with
+`conventions.py`.
 """
 
 import dataclasses

@@ -13,6 +13,8 @@ Weights: HF GPT-2 uses Conv1D, already [in, out], with q|k|v concatenated on the
 
 from typing import Any
 
+from jaxformer.interop.conventions import (activations, choose, export_names, gated, layer_norm,
+                                           linear, require, rms_norm)
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, fused_qkv, reshaped, vocab_table
@@ -26,9 +28,8 @@ MODEL_TYPES = {"gpt2": GPT2, "llama": LLAMA}
 
 # HF activation names -> jaxformer's. GPT-2 applies one to the MLP's hidden layer; Llama applies it
 # to the gate branch of a gated MLP, so "silu" there means SwiGLU.
-GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-                    "relu": "relu", "silu": "silu", "swish": "silu"}
-LLAMA_ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu", "relu": "reglu"}
+GPT2_ACTIVATIONS = activations("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+LLAMA_ACTIVATIONS = gated(activations("gelu", "relu", "silu", "swish"))
 
 
 def config_from_hf(arch: str, hf_config: dict[str, Any]) -> DecoderConfig:
@@ -36,25 +37,11 @@ def config_from_hf(arch: str, hf_config: dict[str, Any]) -> DecoderConfig:
     return _gpt2_config(hf_config) if arch == GPT2 else _llama_config(hf_config)
 
 
-def _choose(hf: dict, key: str, table: dict[str, str], default: str) -> str:
-    value = hf.get(key, default)
-    if value not in table:
-        raise UnsupportedConfigError(f"config.json {key}={value!r} is not supported: "
-                                     f"use one of {sorted(table)}")
-    return table[value]
-
-
-def _require(hf: dict, key: str, expected: Any, default: Any) -> None:
-    if hf.get(key, default) != expected:
-        raise UnsupportedConfigError(f"config.json {key}={hf.get(key)!r} is not supported "
-                                     f"(jaxformer's decoder needs {key}={expected!r})")
-
-
 def _gpt2_config(hf: dict) -> DecoderConfig:
     # Defaults are GPT2Config's, for hand-written config.json files that leave keys out.
-    _require(hf, "scale_attn_weights", True, True)
-    _require(hf, "scale_attn_by_inverse_layer_idx", False, False)
-    _require(hf, "add_cross_attention", False, False)
+    require(hf, "scale_attn_weights", True, True, "decoder")
+    require(hf, "scale_attn_by_inverse_layer_idx", False, False, "decoder")
+    require(hf, "add_cross_attention", False, False, "decoder")
     d_model = hf.get("n_embd", 768)
     return DecoderConfig(
         vocab_size=hf.get("vocab_size", 50257),
@@ -66,7 +53,8 @@ def _gpt2_config(hf: dict) -> DecoderConfig:
         position="learned",
         norm="layernorm",
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        activation=_choose(hf, "activation_function", GPT2_ACTIVATIONS, "gelu_new"),
+        activation=choose("activation_function", hf.get("activation_function", "gelu_new"),
+                          GPT2_ACTIVATIONS),
         use_bias=True,
         tie_embeddings=hf.get("tie_word_embeddings", True),
     )
@@ -111,17 +99,10 @@ def _llama_config(hf: dict) -> DecoderConfig:
         rope_scaling=rope_scaling,
         norm="rmsnorm",
         norm_eps=hf.get("rms_norm_eps", 1e-6),
-        activation=_choose(hf, "hidden_act", LLAMA_ACTIVATIONS, "silu"),
+        activation=choose("hidden_act", hf.get("hidden_act", "silu"), LLAMA_ACTIVATIONS),
         use_bias=bool(attention_bias),
         tie_embeddings=hf.get("tie_word_embeddings", False),
     )
-
-
-def _invert(table: dict[str, str]) -> dict[str, str]:
-    inverse = {}
-    for hf_name, ours in table.items():
-        inverse.setdefault(ours, hf_name)  # first entry is the canonical HF name
-    return inverse
 
 
 def export_architecture(config: DecoderConfig) -> str:
@@ -139,9 +120,10 @@ def export_architecture(config: DecoderConfig) -> str:
     if c.moe_num_experts:
         common.append(f"moe_num_experts={c.moe_num_experts} (MixtralForCausalLM exports experts)")
     gpt2 = (c.position == "learned" and c.norm == "layernorm" and c.use_bias
-            and c.activation in _invert(GPT2_ACTIVATIONS) and c.kv_heads == c.num_heads
+            and c.activation in export_names(GPT2_ACTIVATIONS) and c.kv_heads == c.num_heads
             and c.head_size * c.num_heads == c.d_model)
-    llama = (c.position == "rope" and c.norm == "rmsnorm" and c.activation in _invert(LLAMA_ACTIVATIONS))
+    llama = (c.position == "rope" and c.norm == "rmsnorm"
+             and c.activation in export_names(LLAMA_ACTIVATIONS))
     if common or not (gpt2 or llama):
         raise UnsupportedConfigError(
             "no HuggingFace architecture matches this config"
@@ -161,7 +143,7 @@ def config_to_hf(arch: str, config: DecoderConfig) -> dict[str, Any]:
             "architectures": [GPT2], "model_type": "gpt2", "vocab_size": c.vocab_size,
             "n_embd": c.d_model, "n_layer": c.num_layers, "n_head": c.num_heads,
             "n_inner": c.ffn_dim, "n_positions": c.max_seq_len, "layer_norm_epsilon": c.norm_eps,
-            "activation_function": _invert(GPT2_ACTIVATIONS)[c.activation],
+            "activation_function": export_names(GPT2_ACTIVATIONS)[c.activation],
             "tie_word_embeddings": c.tie_embeddings, "scale_attn_weights": True,
             "scale_attn_by_inverse_layer_idx": False, "bos_token_id": special,
             "eos_token_id": special, "torch_dtype": c.param_dtype,
@@ -180,7 +162,7 @@ def config_to_hf(arch: str, config: DecoderConfig) -> dict[str, Any]:
         "head_dim": c.head_size, "intermediate_size": c.ffn_dim,
         "max_position_embeddings": c.max_seq_len, "rope_theta": c.rope_theta,
         "rope_scaling": rope_scaling, "rms_norm_eps": c.norm_eps,
-        "hidden_act": _invert(LLAMA_ACTIVATIONS)[c.activation], "attention_bias": c.use_bias,
+        "hidden_act": export_names(LLAMA_ACTIVATIONS)[c.activation], "attention_bias": c.use_bias,
         "mlp_bias": c.use_bias, "tie_word_embeddings": c.tie_embeddings,
         "torch_dtype": c.param_dtype,
     }
@@ -194,21 +176,18 @@ def gpt2_tensors(c: DecoderConfig) -> list[Tensor]:
     rows = [
         vocab_table("transformer.wte.weight", V, D, ("embed", "embedding"), c.padded_vocab_size),
         reshaped("transformer.wpe.weight", (P, D), ("position_embedding", "embedding"), (P, D)),
-        reshaped("transformer.ln_f.weight", (D,), ("final_norm", "scale"), (D,)),
-        reshaped("transformer.ln_f.bias", (D,), ("final_norm", "bias"), (D,)),
+        *layer_norm("transformer.ln_f", ("final_norm",), D),
     ]
     for i in range(c.num_layers):
         hf, ours = f"transformer.h.{i}.", ("layers", i)
         attn, ffn = ours + ("attention",), ours + ("feed_forward",)
         rows += [
-            reshaped(hf + "ln_1.weight", (D,), ours + ("attention_norm", "scale"), (D,)),
-            reshaped(hf + "ln_1.bias", (D,), ours + ("attention_norm", "bias"), (D,)),
+            *layer_norm(hf + "ln_1", ours + ("attention_norm",), D),
             fused_qkv(hf + "attn.c_attn.weight", (D, 3 * D), attn, "kernel", H, hd),
             fused_qkv(hf + "attn.c_attn.bias", (3 * D,), attn, "bias", H, hd),
             reshaped(hf + "attn.c_proj.weight", (D, D), attn + ("out", "kernel"), (H, hd, D)),
             reshaped(hf + "attn.c_proj.bias", (D,), attn + ("out", "bias"), (D,)),
-            reshaped(hf + "ln_2.weight", (D,), ours + ("feed_forward_norm", "scale"), (D,)),
-            reshaped(hf + "ln_2.bias", (D,), ours + ("feed_forward_norm", "bias"), (D,)),
+            *layer_norm(hf + "ln_2", ours + ("feed_forward_norm",), D),
             reshaped(hf + "mlp.c_fc.weight", (D, I), ffn + ("up", "kernel"), (D, I)),
             reshaped(hf + "mlp.c_fc.bias", (I,), ffn + ("up", "bias"), (I,)),
             reshaped(hf + "mlp.c_proj.weight", (I, D), ffn + ("down", "kernel"), (I, D)),
@@ -225,30 +204,26 @@ def llama_tensors(c: DecoderConfig) -> list[Tensor]:
     H, KV, hd = c.num_heads, c.kv_heads, c.head_size
     rows = [
         vocab_table("model.embed_tokens.weight", V, D, ("embed", "embedding"), c.padded_vocab_size),
-        reshaped("model.norm.weight", (D,), ("final_norm", "scale"), (D,)),
+        *rms_norm("model.norm", ("final_norm",), D),
     ]
     for i in range(c.num_layers):
         hf, ours = f"model.layers.{i}.", ("layers", i)
         attn, ffn = ours + ("attention",), ours + ("feed_forward",)
-        # (HF projection, jaxformer module, HF weight [out, in], our kernel [in, out], our bias)
+        # (HF projection, jaxformer module, our kernel's input and output axes)
         projections = [
-            ("self_attn.q_proj", attn + ("query",), (H * hd, D), (D, H, hd), (H, hd)),
-            ("self_attn.k_proj", attn + ("key",), (KV * hd, D), (D, KV, hd), (KV, hd)),
-            ("self_attn.v_proj", attn + ("value",), (KV * hd, D), (D, KV, hd), (KV, hd)),
-            ("self_attn.o_proj", attn + ("out",), (D, H * hd), (H, hd, D), (D,)),
-            ("mlp.gate_proj", ffn + ("gate",), (I, D), (D, I), (I,)),  # the activated branch
-            ("mlp.up_proj", ffn + ("up",), (I, D), (D, I), (I,)),
-            ("mlp.down_proj", ffn + ("down",), (D, I), (I, D), (D,)),
+            ("self_attn.q_proj", attn + ("query",), (D,), (H, hd)),
+            ("self_attn.k_proj", attn + ("key",), (D,), (KV, hd)),
+            ("self_attn.v_proj", attn + ("value",), (D,), (KV, hd)),
+            ("self_attn.o_proj", attn + ("out",), (H, hd), (D,)),
+            ("mlp.gate_proj", ffn + ("gate",), (D,), (I,)),  # the activated branch
+            ("mlp.up_proj", ffn + ("up",), (D,), (I,)),
+            ("mlp.down_proj", ffn + ("down",), (I,), (D,)),
         ]
-        rows += [
-            reshaped(hf + "input_layernorm.weight", (D,), ours + ("attention_norm", "scale"), (D,)),
-            reshaped(hf + "post_attention_layernorm.weight", (D,), ours + ("feed_forward_norm", "scale"), (D,)),
-        ]
-        for name, path, hf_shape, kernel_shape, bias_shape in projections:
-            rows.append(reshaped(hf + name + ".weight", hf_shape, path + ("kernel",), kernel_shape,
-                                 transpose=True))
-            if c.use_bias:  # attention_bias = mlp_bias = True
-                rows.append(reshaped(hf + name + ".bias", hf_shape[:1], path + ("bias",), bias_shape))
+        rows += [*rms_norm(hf + "input_layernorm", ours + ("attention_norm",), D),
+                 *rms_norm(hf + "post_attention_layernorm", ours + ("feed_forward_norm",), D)]
+        for name, path, in_shape, out_shape in projections:
+            # attention_bias = mlp_bias = use_bias
+            rows += linear(hf + name, path, in_shape, out_shape, bias=c.use_bias)
     if not c.tie_embeddings:
         rows.append(vocab_table("lm_head.weight", V, D, ("lm_head", "kernel"), c.padded_vocab_size,
                                 transpose=True))

@@ -18,11 +18,12 @@ carried over.
 
 from typing import Any
 
+from jaxformer.interop.conventions import linear
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.decoder import LLAMA, _llama_config, config_to_hf as llama_config_to_hf
 from jaxformer.interop.decoder import llama_tensors
 from jaxformer.interop.errors import UnsupportedConfigError
-from jaxformer.interop.tables import Tensor, expert_slice, reshaped
+from jaxformer.interop.tables import Tensor, expert_slice
 from jaxformer.models.decoder import DecoderConfig
 
 MIXTRAL = "MixtralForCausalLM"
@@ -80,8 +81,7 @@ def tensors(arch: str, config: DecoderConfig) -> list[Tensor]:
             if ".mlp." not in row.name]
     for i in range(c.num_layers):
         hf, ours = f"model.layers.{i}.block_sparse_moe.", ("layers", i, "feed_forward")
-        rows.append(reshaped(hf + "gate.weight", (E, D), ours + ("router", "kernel"), (D, E),
-                             transpose=True))
+        rows += linear(hf + "gate", ours + ("router",), (D,), (E,), bias=False)
         for j in range(E):
             expert = f"{hf}experts.{j}."
             rows += [

@@ -19,22 +19,22 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.interop.conventions import activations, choose, export_names, gated, linear, rms_norm
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped, vocab_table
 from jaxformer.models.encoder_decoder import EncoderDecoderConfig
 
 T5 = "T5ForConditionalGeneration"
-# feed_forward_proj -> jaxformer activation. "gated-gelu" is special-cased by HF to gelu_new (tanh).
-ACTIVATIONS = {"relu": "relu", "gated-gelu": "geglu_tanh", "gelu": "gelu", "gelu_new": "gelu_tanh",
-               "gated-relu": "reglu", "gated-silu": "swiglu", "silu": "silu"}
+# feed_forward_proj -> jaxformer activation: an activation's name, or "gated-" and the name of the
+# one on the gate branch (T5 v1.1). HF reads "gated-gelu" as gelu_new, the tanh GELU.
+ACTIVATIONS = {**activations("gelu", "gelu_new", "relu", "silu"),
+               **{f"gated-{name}": act for name, act in gated(activations("relu", "silu")).items()},
+               "gated-gelu": "geglu_tanh"}
 ATTENTION = {"SelfAttention": "attention", "EncDecAttention": "cross_attention"}
 
 
 def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
-    proj = hf.get("feed_forward_proj", "relu")
-    if proj not in ACTIVATIONS:
-        raise UnsupportedConfigError(f"config.json feed_forward_proj={proj!r} is not supported: "
-                                     f"use one of {sorted(ACTIVATIONS)}")
+    activation = choose("feed_forward_proj", hf.get("feed_forward_proj", "relu"), ACTIVATIONS)
     tied = hf.get("tie_word_embeddings", True)
     num_layers = hf.get("num_layers", 6)
     return EncoderDecoderConfig(
@@ -45,7 +45,7 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
         relative_buckets=hf.get("relative_attention_num_buckets", 32),
         relative_max_distance=hf.get("relative_attention_max_distance", 128),
         norm="rmsnorm", norm_eps=hf.get("layer_norm_epsilon", 1e-6), norm_position="pre",
-        activation=ACTIVATIONS[proj], use_bias=False, attention_scale=False,
+        activation=activation, use_bias=False, attention_scale=False,
         tie_embeddings=tied, scale_decoder_output=hf.get("scale_decoder_outputs", tied),
         decoder_start_token_id=_start_token(hf), init="t5")
 
@@ -85,7 +85,7 @@ def export_architecture(config: EncoderDecoderConfig) -> str:
 
 def config_to_hf(arch: str, config: EncoderDecoderConfig) -> dict[str, Any]:
     c = config
-    proj = next(name for name, ours in ACTIVATIONS.items() if ours == c.activation)
+    proj = export_names(ACTIVATIONS)[c.activation]
     return {
         "architectures": [T5], "model_type": "t5", "is_encoder_decoder": True,
         "vocab_size": c.vocab_size, "d_model": c.d_model, "d_kv": c.head_size, "d_ff": c.mlp_dim,
@@ -105,36 +105,32 @@ def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
     c = config
     D, V, F, H, hd = c.d_model, c.vocab_size, c.mlp_dim, c.num_heads, c.head_size
     rows = [vocab_table("shared.weight", V, D, ("embed", "embedding"), c.padded_vocab_size)]
-    gated = c.activation in ("geglu_tanh", "geglu", "reglu", "swiglu")
+    gated_ffn = c.activation in ("geglu_tanh", "geglu", "reglu", "swiglu")
     for stack, layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
         rows += [
             reshaped(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                      (c.relative_buckets, H), (stack, "relative_bias", "embedding"),
                      (c.relative_buckets, H)),
-            reshaped(f"{stack}.final_layer_norm.weight", (D,), (stack, "final_norm", "scale"), (D,)),
+            *rms_norm(f"{stack}.final_layer_norm", (stack, "final_norm"), D),
         ]
         for i in range(layers):
             hf, ours = f"{stack}.block.{i}.layer.", (stack, "layers", i)
             sublayers = ["SelfAttention"] + (["EncDecAttention"] if stack == "decoder" else [])
             for j, name in enumerate(sublayers):
                 attn = ours + (ATTENTION[name],)
-                rows.append(reshaped(f"{hf}{j}.layer_norm.weight", (D,),
-                                     ours + (ATTENTION[name] + "_norm", "scale"), (D,)))
+                rows += rms_norm(f"{hf}{j}.layer_norm", ours + (ATTENTION[name] + "_norm",), D)
                 for part, proj in (("q", "query"), ("k", "key"), ("v", "value")):
-                    rows.append(reshaped(f"{hf}{j}.{name}.{part}.weight", (H * hd, D),
-                                         attn + (proj, "kernel"), (D, H, hd), transpose=True))
-                rows.append(reshaped(f"{hf}{j}.{name}.o.weight", (D, H * hd),
-                                     attn + ("out", "kernel"), (H, hd, D), transpose=True))
+                    rows += linear(f"{hf}{j}.{name}.{part}", attn + (proj,), (D,), (H, hd),
+                                   bias=False)
+                rows += linear(f"{hf}{j}.{name}.o", attn + ("out",), (H, hd), (D,), bias=False)
             j = len(sublayers)
             ffn = ours + ("feed_forward",)
-            rows.append(reshaped(f"{hf}{j}.layer_norm.weight", (D,),
-                                 ours + ("feed_forward_norm", "scale"), (D,)))
-            inputs = [("wi_0", "gate"), ("wi_1", "up")] if gated else [("wi", "up")]
+            rows += rms_norm(f"{hf}{j}.layer_norm", ours + ("feed_forward_norm",), D)
+            inputs = [("wi_0", "gate"), ("wi_1", "up")] if gated_ffn else [("wi", "up")]
             for part, ours_name in inputs:
-                rows.append(reshaped(f"{hf}{j}.DenseReluDense.{part}.weight", (F, D),
-                                     ffn + (ours_name, "kernel"), (D, F), transpose=True))
-            rows.append(reshaped(f"{hf}{j}.DenseReluDense.wo.weight", (D, F),
-                                 ffn + ("down", "kernel"), (F, D), transpose=True))
+                rows += linear(f"{hf}{j}.DenseReluDense.{part}", ffn + (ours_name,), (D,), (F,),
+                               bias=False)
+            rows += linear(f"{hf}{j}.DenseReluDense.wo", ffn + ("down",), (F,), (D,), bias=False)
     if not c.tie_embeddings:
         rows.append(vocab_table("lm_head.weight", V, D, ("lm_head", "kernel"), c.padded_vocab_size,
                                 transpose=True))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.interop.conventions import activations, choose, export_names, layer_norm, linear
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped
@@ -22,18 +23,9 @@ VIT_MODEL = "ViTModel"
 VIT_CLASSIFIER = "ViTForImageClassification"
 SUPPORTED = (VIT_MODEL, VIT_CLASSIFIER)
 MODEL_TYPES = {"vit": VIT_MODEL}
-# HF hidden_act -> jaxformer activation (the inverse takes the first name listed).
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "quick_gelu": "quick_gelu", "relu": "relu", "silu": "silu"}
+# HF hidden_act -> jaxformer activation (CLIP's towers read the same names).
+ACTIVATIONS = activations("gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu")
 POOLER_ACTIVATIONS = {"tanh": "tanh", "linear": "none"}
-
-
-def _lookup(hf: dict, key: str, table: dict[str, str], default: str) -> str:
-    value = hf.get(key, default)
-    if value not in table:
-        raise UnsupportedConfigError(f"config.json {key}={value!r} is not supported: use one of "
-                                     f"{sorted(table)}")
-    return table[value]
 
 
 def config_from_hf(arch: str, hf: dict[str, Any]) -> ViTConfig:
@@ -57,13 +49,9 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> ViTConfig:
         num_heads=hf.get("num_attention_heads", 12), mlp_dim=hf.get("intermediate_size", 3072),
         num_labels=len(hf.get("id2label") or {0: 0, 1: 1}) if classifier else 0,
         pooler=not classifier,
-        pooler_act=_lookup(hf, "pooler_act", POOLER_ACTIVATIONS, "tanh"),
-        activation=_lookup(hf, "hidden_act", ACTIVATIONS, "gelu"),
+        pooler_act=choose("pooler_act", hf.get("pooler_act", "tanh"), POOLER_ACTIVATIONS),
+        activation=choose("hidden_act", hf.get("hidden_act", "gelu"), ACTIVATIONS),
         norm_eps=hf.get("layer_norm_eps", 1e-12))
-
-
-def _first(table: dict[str, str], ours: str) -> str:
-    return next(hf_name for hf_name, value in table.items() if value == ours)
 
 
 def export_architecture(c: ViTConfig) -> str:
@@ -85,10 +73,10 @@ def export_architecture(c: ViTConfig) -> str:
 def config_to_hf(arch: str, c: ViTConfig) -> dict[str, Any]:
     hf = {"architectures": [arch], "model_type": "vit", "hidden_size": c.d_model,
           "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
-          "intermediate_size": c.mlp_dim, "hidden_act": _first(ACTIVATIONS, c.activation),
+          "intermediate_size": c.mlp_dim, "hidden_act": export_names(ACTIVATIONS)[c.activation],
           "layer_norm_eps": c.norm_eps, "image_size": c.image_size, "patch_size": c.patch_size,
           "num_channels": c.num_channels, "qkv_bias": True, "pooler_output_size": c.d_model,
-          "pooler_act": _first(POOLER_ACTIVATIONS, c.pooler_act), "torch_dtype": c.param_dtype}
+          "pooler_act": export_names(POOLER_ACTIVATIONS)[c.pooler_act], "torch_dtype": c.param_dtype}
     if arch == VIT_CLASSIFIER:
         hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_labels)}
         hf["label2id"] = {f"LABEL_{i}": i for i in range(c.num_labels)}
@@ -102,22 +90,6 @@ def conv_patch(name: str, d_model: int, channels: int, patch: int, path) -> Tens
     """A stride-p Conv2d kernel [embed, channels, p, p] <-> our patch kernel [p, p, channels, embed]."""
     return Tensor(name, (d_model, channels, patch, patch), (path,),
                   lambda w: (np.transpose(w, (2, 3, 1, 0)),), lambda p: np.transpose(p, (3, 2, 0, 1)))
-
-
-def linear(name: str, path, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-           *, bias: bool = True) -> list[Tensor]:
-    """An nn.Linear (weight [out, in]) -> our kernel [*in_shape, *out_shape] and bias [*out_shape]."""
-    n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
-    rows = [reshaped(name + ".weight", (n_out, n_in), path + ("kernel",), in_shape + out_shape,
-                     transpose=True)]
-    if bias:
-        rows.append(reshaped(name + ".bias", (n_out,), path + ("bias",), out_shape))
-    return rows
-
-
-def layer_norm(name: str, path, dim: int) -> list[Tensor]:
-    return [reshaped(name + ".weight", (dim,), path + ("scale",), (dim,)),
-            reshaped(name + ".bias", (dim,), path + ("bias",), (dim,))]
 
 
 def block_tensors(hf: str, ours: tuple, D: int, H: int, I: int, names: dict[str, str]) -> list[Tensor]:
