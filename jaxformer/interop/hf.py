@@ -33,6 +33,7 @@ from safetensors.numpy import save_file
 
 # Imported for their side effect: they register the built-in converters.
 from jaxformer.interop import bert, clip, decoder, encoder_decoder, mixtral, vit  # noqa: F401
+from jaxformer.interop.adapters import load_adapter
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
                                       UnexpectedTensorError, UnsafeCheckpointError,
@@ -253,8 +254,6 @@ def load(path: str | Path, *, dtype: str | None = None, adapter: str | Path | No
     config = config.replace(**overrides)
     model = _build(config, load_params(path, config))
     if adapter is not None:
-        from jaxformer.finetune.adapters import load_adapter
-
         _, arch = converter_for(read_config(path))
         load_adapter(model, adapter, config, arch=arch)
     return config, model

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from jaxformer.finetune.lora import Adapter, adapter_weights, geometry, linear_modules, set_adapters
 from jaxformer.interop import peft
 from jaxformer.interop.converters import converter_for_config
 from jaxformer.interop.errors import CheckpointError, UnsupportedConfigError
+from jaxformer.nn.adapters import Adapter, adapter_weights, geometry, linear_modules, set_adapters
 
 OURS = {"module_names": "jaxformer"}
 
