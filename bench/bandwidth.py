@@ -31,7 +31,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxformer.models.costs import count_params
+    from jaxformer.models.counting import count_params
     from jaxformer.presets import load_model_config
 
     cols = 4096

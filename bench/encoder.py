@@ -85,7 +85,7 @@ def jax_step(gather: bool):
     from flax import nnx
 
     from jaxformer.models import build_model
-    from jaxformer.models.encoder_config import EncoderConfig
+    from jaxformer.models.encoder import EncoderConfig
     from jaxformer.tasks.losses import token_cross_entropy
 
     config = EncoderConfig(head="masked_lm", dropout=0.0)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import machine_line, same_allocator
 from jaxformer.config import load_config
-from jaxformer.models.costs import param_counts
+from jaxformer.models.counting import param_counts
 from jaxformer.train import RunDir, train
 
 

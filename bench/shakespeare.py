@@ -40,7 +40,7 @@ import jax  # noqa: E402
 import jaxformer.train.loop as loop  # noqa: E402
 from bench.common import machine_line, time_calls  # noqa: E402
 from jaxformer.config import load_config  # noqa: E402
-from jaxformer.models.costs import flops_per_token  # noqa: E402
+from jaxformer.models.counting import flops_per_token  # noqa: E402
 from jaxformer.train.checkpoint import Checkpointer  # noqa: E402
 from jaxformer.train.metrics import measured_cpu_peak  # noqa: E402
 from jaxformer.train.state import create_state  # noqa: E402

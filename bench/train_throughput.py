@@ -22,7 +22,7 @@ import numpy as np
 from bench.common import (Timings, ceiling_line, machine_line, matmul_peak, same_allocator,
                           time_calls, torch_matmul_flops)
 from jaxformer.config import load_config
-from jaxformer.models.costs import flops_per_token
+from jaxformer.models.counting import flops_per_token
 from jaxformer.tasks import make_task
 from jaxformer.train.optimizer import make_optimizer
 from jaxformer.train.state import create_state, model_graphdef

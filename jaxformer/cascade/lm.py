@@ -18,7 +18,7 @@ from flax import nnx
 
 from jaxformer.cascade.core import Policy, stop_index
 from jaxformer.cascade.scorers import confidence
-from jaxformer.models.costs import flops_per_token
+from jaxformer.models.counting import flops_per_token
 
 CHUNK = 256  # queries per compiled forward (the last chunk is padded to it: one program per model)
 

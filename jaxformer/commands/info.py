@@ -16,7 +16,7 @@ from rich.table import Table
 
 from jaxformer.errors import ConfigError
 from jaxformer.models import family_of
-from jaxformer.models.costs import ParamCounts, flops_parts, param_counts
+from jaxformer.models.counting import ParamCounts, flops_parts, param_counts
 from jaxformer.nn import attention_kernels
 from jaxformer.presets import find_config, model_config_from_dict
 

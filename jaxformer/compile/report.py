@@ -13,7 +13,7 @@ from pathlib import Path
 from jaxformer.compile.analysis import COLLECTIVES, analyse
 from jaxformer.compile.programs import Program, shard_bytes
 from jaxformer.compile.topology import GiB, Topology
-from jaxformer.models.costs import flops_per_token
+from jaxformer.models.counting import flops_per_token
 from jaxformer.nn import attention_kernels
 
 
@@ -28,7 +28,7 @@ def attention_density(config) -> float:
 
 def model_flops(program: Program, config) -> float:
     """The model's FLOPs for one call of the program on all chips: 6N + attention per trained
-    token (PaLM appendix B, `jaxformer.models.costs`); a third of that (the forward pass) per
+    token (PaLM appendix B, `jaxformer.models.counting`); a third of that (the forward pass) per
     token evaluated or decoded."""
     per_token = flops_per_token(config.model, config.train.seq_len)
     return per_token * program.tokens * (1.0 if program.kind == "train" else 1 / 3)

@@ -10,7 +10,7 @@ package applies it when it builds the run's model and starts from `finetune.base
 (`jaxformer.train.warm_start`).
 """
 
-from jaxformer.finetune.adapters import load_adapter, read_adapter, save_adapter
+from jaxformer.interop.adapters import load_adapter, read_adapter, save_adapter
 from jaxformer.finetune.config import FinetuneConfig
 from jaxformer.finetune.lora import (Adapter, adapter_weights, attach_lora, lora_modules, merge,
                                      merge_and_unload, set_adapters, stack_adapters, unmerge)

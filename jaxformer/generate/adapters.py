@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import UserError
-from jaxformer.finetune.adapters import read_adapter
+from jaxformer.interop.adapters import read_adapter
 from jaxformer.finetune.lora import stack_adapters
 from jaxformer.nn.lora import LoRA
 

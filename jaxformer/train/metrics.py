@@ -1,7 +1,7 @@
 """Throughput and model FLOPs utilisation (MFU).
 
 MFU = (training FLOPs per token x tokens per second) / (peak FLOP/s per device x devices), with
-FLOPs per token from `jaxformer.models.costs.flops_per_token` (6N + 12 L d T, PaLM appendix B).
+FLOPs per token from `jaxformer.models.counting.flops_per_token` (6N + 12 L d T, PaLM appendix B).
 The peak is the vendor's dense bf16 figure for accelerators (a table) and, on a CPU, a float32
 matmul measured once per process.
 """
@@ -12,7 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxformer.models.costs import flops_per_token
+from jaxformer.models.counting import flops_per_token
 
 # Dense bf16 peak FLOP/s per chip, vendor figures. device_kind substrings, most specific first.
 PEAK_FLOPS = (

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from jaxformer.config import Config, load_config, save_config
 from jaxformer.data import load_tokenizer
 from jaxformer.errors import ConfigError, UserError
-from jaxformer.finetune.adapters import save_adapter
+from jaxformer.interop.adapters import save_adapter
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.state import abstract_train_state, model_graphdef
 
