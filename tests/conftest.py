@@ -17,7 +17,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent / "offline"))
+sys.path.insert(0, str(Path(__file__).parent / "support" / "offline"))
 import network_guard  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

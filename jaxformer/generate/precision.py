@@ -3,8 +3,8 @@
 Batch-1 decoding reads every weight once per token, so its speed is capped by memory bandwidth /
 bytes of weights (bench/bandwidth.py); bfloat16 weights halve the bytes. The model built here
 computes in bfloat16 too but keeps float32 where the family does (attention softmax, norms, the
-float32 logits; tests/test_bf16_paths.py), and its KV cache follows the compute dtype. The cost in
-accuracy is measured on a trained model in tests/test_shakespeare_cpu_run.py.
+float32 logits; tests/nn/test_bf16_paths.py), and its KV cache follows the compute dtype. The cost in
+accuracy is measured on a trained model in tests/train/test_shakespeare_cpu_run.py.
 
     fast = with_weights_dtype(model, "bfloat16")
     generate(fast, prompts, 128, temperature=0.0)

@@ -42,7 +42,7 @@ DEFAULT_RULES: Rules = (
 
 
 # The declared names as `jaxformer.nn.axes` holds them (the same dict), for code that saves and
-# restores them around a declaration (tests/test_docs.py).
+# restores them around a declaration (tests/project/test_docs.py).
 _DECLARED = axes._DECLARED
 
 
