@@ -79,7 +79,7 @@ SMALL_MODEL = ["model.num_layers=1", "model.d_model=16"]
 CASCADE_QUERIES = 200
 """,
 }
-COVERED_ELSEWHERE = {"quickstart.ipynb": "test_colab.py"}
+COVERED_ELSEWHERE = {"quickstart.ipynb": "project/test_colab.py"}
 NOTEBOOKS = sorted(p.name for p in COLAB.glob("*.ipynb"))
 NUMBER = r"(-?[\d.]+(?:e-?\d+)?|nan|inf)"
 

@@ -11,9 +11,10 @@ OFFLINE = Path(__file__).resolve().parent / "offline"
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """This process's environment on the CPU, with the checkout importable and no network."""
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{REPO}{os.pathsep}{OFFLINE}",
-            **extra}
+    """This process's environment on the CPU, with the checkout importable (and tests/, so that a
+    test module run as a script finds `support`) and no network."""
+    path = os.pathsep.join(map(str, (REPO, REPO / "tests", OFFLINE)))
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path, **extra}
 
 
 def copy_checkout(destination: Path) -> Path:
