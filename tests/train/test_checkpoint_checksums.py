@@ -3,10 +3,8 @@ step set that step aside (kept byte for byte) and the previous step is restored;
 for another reason moves nothing and its message carries the underlying error's text; a step
 written without checksums (by an earlier version) still restores."""
 
-import shutil
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
@@ -15,6 +13,7 @@ import pytest
 from jaxformer.train import checkpoint, checkpoint_faults
 from jaxformer.train.checkpoint import TMP_MARKER, Checkpointer
 from jaxformer.train.checkpoint_faults import CHECKSUMS, COMMIT_MARKER, CheckpointReadError
+from support.checkpoints import abstract, fresh_copy, save_two_steps, snapshot
 
 
 def state_at(step: int) -> dict:
@@ -24,30 +23,15 @@ def state_at(step: int) -> dict:
     return {"params": {"w": jnp.asarray(w), "b": jnp.arange(3.0) + step}, "step": jnp.int32(step)}
 
 
-def abstract(tree):
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    template = tmp_path_factory.mktemp("template")
-    checkpointer = Checkpointer(template / "checkpoints", keep=5, log=lambda m: None)
-    for step in (1, 2):
-        checkpointer.save(step, state_at(step), wait=True)
-    checkpointer.close()
-    return template
+    return save_two_steps(tmp_path_factory.mktemp("template"), state_at)
 
 
 @pytest.fixture
 def run(saved, tmp_path):
     """A copy at a path of its own, so that nothing read comes from TensorStore's cache."""
-    shutil.copytree(saved, tmp_path / "run")
-    return tmp_path / "run"
+    return fresh_copy(saved, tmp_path / "run")
 
 
 def restore(run: Path, messages: list):

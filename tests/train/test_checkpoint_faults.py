@@ -4,7 +4,6 @@ raised with nothing moved; a different structure names the differing paths; a ru
 checkpoints are all damaged is an error, now and on every later attempt."""
 
 import errno
-import shutil
 from pathlib import Path
 
 import jax
@@ -17,6 +16,7 @@ from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.checkpoint_faults import (CHECKSUMS, CheckpointReadError,
                                                CheckpointStructureError, NoUsableCheckpointError,
                                                structure_differences)
+from support.checkpoints import abstract, fresh_copy, save_two_steps, snapshot
 
 
 def state_at(step: int) -> dict:
@@ -24,31 +24,16 @@ def state_at(step: int) -> dict:
             "opt_state": (jnp.zeros(()), {"mu": jnp.ones((4, 3)) * step}), "step": jnp.int32(step)}
 
 
-def abstract(tree):
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    template = tmp_path_factory.mktemp("template")
-    checkpointer = Checkpointer(template / "checkpoints", keep=5, log=lambda m: None)
-    for step in (1, 2):
-        checkpointer.save(step, state_at(step), wait=True)
-    checkpointer.close()
-    return template
+    return save_two_steps(tmp_path_factory.mktemp("template"), state_at)
 
 
 @pytest.fixture
 def run(saved, tmp_path):
     """A run directory whose checkpoints/ holds steps 1 and 2: a copy at a path of its own, so
     that nothing read here can come from TensorStore's in-memory cache of the saved files."""
-    shutil.copytree(saved, tmp_path / "run")
-    return tmp_path / "run"
+    return fresh_copy(saved, tmp_path / "run")
 
 
 def restore(run: Path, target=None, messages=None):
