@@ -13,7 +13,8 @@ import transformers as T  # the hf extra: missing, this fails rather than skips
 
 from jaxformer.generate.beam_search import beam_decode, make_settings
 from jaxformer.interop import hf
-from test_hf_parity_seq2seq import CASES, SOURCES, V, frequent_token, padded
+from test_hf_parity_seq2seq import (CASES, SOURCES, V, frequent_token, hf_generate,
+                                    hf_new_tokens, up_to_stop)
 
 NEW = 20
 
@@ -33,25 +34,9 @@ def weights(model, scale: float | None, seed: int):
 def hf_beams(hf_model, sources, stops, **settings):
     """HF's best hypothesis of each source: (new tokens up to and including the first stop token,
     its score)."""
-    ids, mask = padded(sources)
-    config = hf_model.config
-    extra = {}
-    if config.is_encoder_decoder:
-        extra = dict(decoder_start_token_id=config.decoder_start_token_id,
-                     forced_eos_token_id=None, forced_bos_token_id=None)
-    with torch.no_grad():
-        out = hf_model.generate(input_ids=torch.as_tensor(ids),
-                                attention_mask=torch.as_tensor(mask), do_sample=False,
-                                eos_token_id=list(stops), pad_token_id=config.pad_token_id or 0,
-                                no_repeat_ngram_size=0, min_length=0, num_beams=4,
-                                max_new_tokens=NEW, return_dict_in_generate=True,
-                                output_scores=True, **extra, **settings)
-    skip = 1 if config.is_encoder_decoder else ids.shape[1]
-    rows = []
-    for row in out.sequences[:, skip:].tolist():
-        ends = [i for i, t in enumerate(row) if t in stops]
-        rows.append(row[:ends[0] + 1] if ends else row)
-    return rows, out.sequences_scores.numpy()
+    out, skip = hf_generate(hf_model, sources, list(stops), num_beams=4, max_new_tokens=NEW,
+                            return_dict_in_generate=True, output_scores=True, **settings)
+    return up_to_stop(out.sequences[:, skip:].tolist(), stops), out.sequences_scores.numpy()
 
 
 def ours(model, sources, stops, **settings):
@@ -74,18 +59,6 @@ def check(hf_model, model, sources, stop_sets):
                                        err_msg=str((stops, rules)))
 
 
-def greedy_rows(hf_model, sources):
-    ids, mask = padded(sources)
-    config = hf_model.config
-    extra = dict(decoder_start_token_id=config.decoder_start_token_id) \
-        if config.is_encoder_decoder else {}
-    with torch.no_grad():
-        out = hf_model.generate(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
-                                do_sample=False, max_new_tokens=NEW, eos_token_id=None,
-                                pad_token_id=config.pad_token_id or 0, **extra).numpy()
-    return out[:, 1 if config.is_encoder_decoder else ids.shape[1]:].tolist()
-
-
 @pytest.mark.parametrize("case, scale, seed, two_stops", [("t5-v1.0", None, 0, True),
                                                           ("t5-v1.0", 1.0, 2, False),
                                                           ("t5-v1.1", None, 1, False),
@@ -96,7 +69,7 @@ def test_encoder_decoder_beams_match_hf_in_tokens_and_scores(tmp_path, case, sca
     hf_model = weights(cls(config), scale, seed)
     hf_model.save_pretrained(tmp_path)
     _, model = hf.load(tmp_path)
-    eos = frequent_token(greedy_rows(hf_model, SOURCES))
+    eos = frequent_token(hf_new_tokens(hf_model, SOURCES, None, max_new_tokens=NEW))
     second = next(t for t in range(2, V - 1) if t != eos)
     check(hf_model, model, SOURCES, [(eos,), (eos, second)] if two_stops else [(eos,)])
 
@@ -115,7 +88,7 @@ def test_decoder_only_prompts_of_unequal_length_match_hf_one_by_one(gpt2):
     hf_model, path = gpt2
     _, model = hf.load(path)
     prompts = [s[:n] for s, n in zip(SOURCES, (7, 3, 4))]
-    eos = frequent_token(greedy_rows(hf_model, [prompts[0]]))
+    eos = frequent_token(hf_new_tokens(hf_model, [prompts[0]], None, max_new_tokens=NEW))
     for rules in RULES:
         got, scores = ours(model, prompts, (eos,), **rules)
         for prompt, row, score in zip(prompts, got, scores):

@@ -111,9 +111,9 @@ def test_logits_match_hf(checkpoints, case):
     np.testing.assert_allclose(np.asarray(out.logits), expected, atol=ATOL, rtol=0)
 
 
-def hf_new_tokens(hf_model, sources, eos: int | None, **kwargs) -> list[list[int]]:
-    """HF generate's new tokens of each source, up to and including the end token (None: no
-    end token)."""
+def hf_generate(hf_model, sources, eos, **kwargs):
+    """HF generate on the padded sources with nothing but the given settings (no forced tokens,
+    no n-gram or length rules): (its output, the columns before the new tokens)."""
     ids, mask = padded(sources)
     config = hf_model.config
     extra = {}
@@ -123,12 +123,24 @@ def hf_new_tokens(hf_model, sources, eos: int | None, **kwargs) -> list[list[int
     with torch.no_grad():
         out = hf_model.generate(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
                                 do_sample=False, eos_token_id=eos, pad_token_id=config.pad_token_id or 0,
-                                no_repeat_ngram_size=0, min_length=0, **extra, **kwargs).numpy()
-    skip = 1 if config.is_encoder_decoder else ids.shape[1]
-    rows = []
-    for row in out[:, skip:].tolist():
-        rows.append(row[:row.index(eos) + 1] if eos is not None and eos in row else row)
-    return rows
+                                no_repeat_ngram_size=0, min_length=0, **extra, **kwargs)
+    return out, 1 if config.is_encoder_decoder else ids.shape[1]
+
+
+def up_to_stop(rows: list[list[int]], stops) -> list[list[int]]:
+    """Each row up to and including its first token in `stops` (whole if none)."""
+    out = []
+    for row in rows:
+        ends = [i for i, t in enumerate(row) if t in stops]
+        out.append(row[:ends[0] + 1] if ends else row)
+    return out
+
+
+def hf_new_tokens(hf_model, sources, eos: int | None, **kwargs) -> list[list[int]]:
+    """HF generate's new tokens of each source, up to and including the end token (None: no
+    end token)."""
+    out, skip = hf_generate(hf_model, sources, eos, **kwargs)
+    return up_to_stop(out[:, skip:].tolist(), () if eos is None else (eos,))
 
 
 def frequent_token(rows: list[list[int]]) -> int:
