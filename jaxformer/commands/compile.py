@@ -14,7 +14,7 @@ import sys
 
 from jax.experimental import serialize_executable
 
-from jaxformer.compile.programs import compile_program, state_bytes_per_chip
+from jaxformer.compile.programs import StateExceedsChip, compile_program
 from jaxformer.compile.report import build_report, format_report, write_json
 from jaxformer.compile.topology import GiB, compile_only_devices, parse_topology
 from jaxformer.config import load_config
@@ -56,14 +56,12 @@ def compile_report(config, topology_name: str, slices: int = 1, program: str = "
     topology = parse_topology(topology_name, slices)
     devices = compile_only_devices(topology)
     plan = ParallelPlan.from_config(config.mesh, devices=devices)
-    if program == "train":  # a state larger than the chip cannot fit: say so without compiling
-        floor = state_bytes_per_chip(config, plan)
-        if floor > topology.chip.hbm_bytes:
-            return no_fit_report(topology, plan.mesh, program, floor,
-                                 f"parameters and optimizer state alone need {floor / GiB:.1f} GiB "
-                                 "a chip")
+    # A train state larger than the chip is refused before compiling.
+    options = {"hbm_bytes": topology.chip.hbm_bytes} if program == "train" else {}
     try:
-        compiled = compile_program(program, config, plan)
+        compiled = compile_program(program, config, plan, **options)
+    except StateExceedsChip as e:
+        return no_fit_report(topology, plan.mesh, program, e.state_bytes, str(e))
     except Exception as e:  # noqa: BLE001 - only the TPU compiler's out-of-memory is a report
         needed = out_of_memory(e)
         if needed is None:

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxformer.compile.topology import GiB
 from jaxformer.config import Config
 from jaxformer.errors import UserError
 from jaxformer.generate.loop import DecodeSettings, make_decode_fn
@@ -93,15 +94,23 @@ def _abstract_state(config: Config, plan: ParallelPlan):
     return plan.abstract(functools.partial(init_train_state, config, jax.random.PRNGKey(0)))
 
 
-def state_bytes_per_chip(config: Config, plan: ParallelPlan) -> int:
-    """Bytes of the train state (parameters and optimizer moments) one chip holds: a floor under
-    the train program's memory, known in seconds without compiling."""
-    return shard_bytes(_abstract_state(prepared_task(config)[0], plan))
+class StateExceedsChip(Exception):
+    """The train state (parameters and optimizer moments) one chip would hold is larger than its
+    HBM: the program cannot fit, and compiling it would only say so later."""
+
+    def __init__(self, state_bytes: int):
+        super().__init__(f"parameters and optimizer state alone need {state_bytes / GiB:.1f} GiB "
+                         "a chip")
+        self.state_bytes = state_bytes
 
 
-def compile_train(config: Config, plan: ParallelPlan) -> Program:
+def compile_train(config: Config, plan: ParallelPlan, *, hbm_bytes: int | None = None) -> Program:
+    """The train step compiled for `plan`'s devices; with `hbm_bytes`, StateExceedsChip before
+    compiling when the state alone is larger."""
     config, task = prepared_task(config)
     state = _abstract_state(config, plan)
+    if hbm_bytes is not None and shard_bytes(state) > hbm_bytes:
+        raise StateExceedsChip(shard_bytes(state))
     with plan.context():
         shardings = jax.tree.map(lambda a: a.sharding, state)
         step = make_train_step(model_graphdef(config), make_optimizer(config.optimizer), config,
