@@ -17,9 +17,12 @@
 
 A kernel asked for that cannot run the case falls back to what `auto` would pick, with the reason
 logged (logger "jaxformer.attention"), never silently. On a CPU the Pallas kernels run in
-interpret mode (slow; that is how the tests check their numerics here). No GPU or TPU was
-available to this project: the cuDNN, splash and Pallas-GPU paths on their own hardware are
-untested; their selection logic is tested, and splash and Pallas-GPU in interpret mode.
+interpret mode (slow; that is how the tests check their numerics here). Under
+`platform.compute_as("gpu" | "tpu")` a CPU makes the accelerator's choices and runs their math:
+the Pallas kernels interpreted, the cuDNN call's arguments through XLA's implementation of
+`jax.nn.dot_product_attention`, and the `xla` path's built-in causal mask (tests/nn/
+test_accelerator_paths.py checks each against a naive reference). Splash's TPU code is checked
+by compiling it for TPU slices (tests/compile/); the GPU kernels' compiled code is not run here.
 """
 
 import dataclasses
@@ -32,7 +35,7 @@ import numpy as np
 
 from jaxformer.nn.chunked_attention import chunked_attention
 from jaxformer.nn.kernel_sharding import per_device
-from jaxformer.nn.platform import compute_platform
+from jaxformer.nn.platform import compute_platform, device_platform
 from jaxformer.nn.sparse_attention import SparsePattern
 
 IMPLEMENTATIONS = ("xla", "cudnn", "einsum", "chunked", "splash", "pallas_gpu", "auto")
@@ -187,12 +190,24 @@ def resolve(requested: str, case: Case) -> str:
 # --- the kernels behind the names ---
 
 
-def cudnn_attention(q, k, v, *, case: Case, scale: float):
+def cudnn_arguments(case: Case, scale: float) -> dict:
+    """The keyword arguments the cuDNN path passes to `jax.nn.dot_product_attention`.
+
+    A sliding window of w (a query sees itself and the w - 1 keys before it; causal, checked by
+    `cudnn_unsupported`) is `local_window_size=(w - 1, 0)`: JAX documents the pair as (left,
+    right) keys around each query, the query itself not counted."""
     window = None
-    if case.pattern is not None:  # sliding, causal (checked): the window and the query itself
+    if case.pattern is not None:
         window = (case.pattern.window - 1, 0)
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=case.causal,
-                                        local_window_size=window, implementation="cudnn")
+    return dict(scale=scale, is_causal=case.causal, local_window_size=window)
+
+
+def cudnn_attention(q, k, v, *, case: Case, scale: float):
+    """cuDNN flash attention on a GPU; on other devices (`platform.compute_as("gpu")` on a CPU)
+    XLA's implementation of the same call, which follows the same documented arguments."""
+    implementation = "cudnn" if device_platform() == "gpu" else "xla"
+    return jax.nn.dot_product_attention(q, k, v, **cudnn_arguments(case, scale),
+                                        implementation=implementation)
 
 
 def splash_attention(q, k, v, segment_ids, *, case: Case, scale: float):
@@ -201,7 +216,7 @@ def splash_attention(q, k, v, segment_ids, *, case: Case, scale: float):
     device inside `jax.shard_map` (nn/kernel_sharding.py)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    interpret = compute_platform() != "tpu"
+    interpret = device_platform() != "tpu"
 
     def local(q, k, v, segment_ids):
         batch, t, heads, d = q.shape
@@ -253,7 +268,7 @@ def pallas_gpu_attention(q, k, v, segment_ids, *, case: Case, scale: float):
     per device inside `jax.shard_map` (nn/kernel_sharding.py)."""
     from jax.experimental.pallas.ops.gpu import attention as gpu_attention
 
-    interpret = compute_platform() != "gpu"
+    interpret = device_platform() != "gpu"
 
     def local(q, k, v, segment_ids):
         group = q.shape[2] // k.shape[2]

@@ -14,6 +14,7 @@ from jaxformer.nn import attention_ops
 from jaxformer.nn.attention_ops import (attention_mask, blocked_causal_attention, einsum_attention,
                                          xla_attention)
 from jaxformer.nn.positions import alibi_bias
+from support.attention_reference import indices, naive_attention, naive_mask, random_qkv
 
 IMPLEMENTATIONS = {
     "einsum": jax.jit(lambda *a, **kw: einsum_attention(*a, **kw)[0], static_argnames="scale"),
@@ -30,67 +31,6 @@ def jitted(module):
         return nnx.merge(graphdef, state)(*args, **kwargs)
 
     return lambda *args, **kwargs: call(state, *args, **kwargs)
-
-
-def naive_mask(q_pos, k_pos, q_seg, k_seg, *, causal, window=None):
-    """[batch, q_time, k_time] bool, one pair at a time: causal means key <= query; a window of w
-    keeps keys with |query - key| < w; segment 0 is padding; other segments see only themselves."""
-    batch, tq = q_pos.shape
-    tk = k_pos.shape[1]
-    mask = np.zeros((batch, tq, tk), bool)
-    for b in range(batch):
-        for i in range(tq):
-            for j in range(tk):
-                d = q_pos[b, i] - k_pos[b, j]
-                ok = True
-                if causal and d < 0:
-                    ok = False
-                if window is not None and abs(d) >= window:
-                    ok = False
-                if k_seg is not None:
-                    if k_seg[b, j] == 0:
-                        ok = False
-                    if q_seg is not None and q_seg[b, i] != k_seg[b, j]:
-                        ok = False
-                mask[b, i, j] = ok
-    return mask
-
-
-def naive_attention(q, k, v, mask, bias=None):
-    """q [b, tq, h, d], k/v [b, tk, kvh, d] (query head h reads kv head h // (h_total / kvh)),
-    mask [b, tq, tk], bias [b, h, tq, tk]. Rows with no visible key are returned as zeros."""
-    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-    batch, tq, heads, dim = q.shape
-    group = heads // k.shape[2]
-    out = np.zeros_like(q)
-    for b in range(batch):
-        for h in range(heads):
-            kh = h // group
-            for i in range(tq):
-                scores = np.array([q[b, i, h] @ k[b, j, kh] / math.sqrt(dim)
-                                   for j in range(k.shape[1])])
-                if bias is not None:
-                    scores = scores + bias[b, h, i]
-                visible = mask[b, i]
-                if not visible.any():
-                    continue
-                s = np.where(visible, scores, -np.inf)
-                w = np.exp(s - s.max())
-                w /= w.sum()
-                out[b, i, h] = w @ v[b, :, kh]
-    return out
-
-
-def random_qkv(seed, batch=2, tq=7, tk=7, heads=4, kv_heads=4, dim=8):
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((batch, tq, heads, dim)).astype(np.float32)
-    k = rng.standard_normal((batch, tk, kv_heads, dim)).astype(np.float32)
-    v = rng.standard_normal((batch, tk, kv_heads, dim)).astype(np.float32)
-    return q, k, v
-
-
-def indices(batch, time):
-    return np.broadcast_to(np.arange(time), (batch, time))
 
 
 def paper_alibi_bias(heads, q_pos, k_pos):

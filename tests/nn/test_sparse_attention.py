@@ -11,6 +11,7 @@ import pytest
 from jaxformer.nn.attention_ops import attention_mask, einsum_attention
 from jaxformer.nn.chunked_attention import chunked_attention, live_fraction, plan
 from jaxformer.nn.sparse_attention import SparsePattern, make_pattern
+from support.attention_reference import child_et_al
 
 PATTERNS = {
     "none": None,
@@ -19,17 +20,6 @@ PATTERNS = {
     "fixed": SparsePattern("fixed", stride=16, summary=4),
     "global_local": SparsePattern("global_local", window=9, global_tokens=5),
 }
-
-
-def child_et_al(kind, i, j, *, l, c=0, w=0, g=0):
-    """The patterns as the papers state them, one pair at a time (no causality)."""
-    if kind == "sliding":
-        return abs(i - j) < w
-    if kind == "strided":  # A1: the previous l tokens; A2: (i - j) mod l == 0
-        return abs(i - j) <= l or (i - j) % l == 0
-    if kind == "fixed":  # A1: same block of l; A2: j mod l in {l - c, ..., l - 1}
-        return i // l == j // l or j % l in range(l - c, l)
-    return abs(i - j) < w or i < g or j < g  # Longformer: window + global tokens
 
 
 @pytest.mark.parametrize("name", [n for n in PATTERNS if n != "none"])
