@@ -2,9 +2,11 @@
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import jaxformer
 from jaxformer.models.costs import flops_parts, param_counts
@@ -13,21 +15,30 @@ import torch  # an installed extra: missing, this fails rather than skips
 import transformers  # an installed extra: missing, this fails rather than skips
 
 
-@pytest.fixture(scope="module")
-def tiny_mixtral(tmp_path_factory):
+def make_mixtral(path, **changes):
     """A random MixtralForCausalLM: 4 experts, top-2, GQA (4 query heads, 2 key/value heads)."""
     config = transformers.MixtralConfig(
         vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
-        max_position_embeddings=64, rms_norm_eps=1e-5)
+        max_position_embeddings=64, rms_norm_eps=1e-5, **changes)
     torch.manual_seed(0)
     model = transformers.MixtralForCausalLM(config).eval()
     with torch.no_grad():  # HF's init leaves the router near zero: spread it so routing matters
         for layer in model.model.layers:
             layer.mlp.gate.weight.normal_(0.0, 0.5)
-    path = tmp_path_factory.mktemp("mixtral")
     model.save_pretrained(path)
     return path, model
+
+
+@pytest.fixture(scope="module")
+def tiny_mixtral(tmp_path_factory):
+    return make_mixtral(tmp_path_factory.mktemp("mixtral"))
+
+
+@pytest.fixture(scope="module")
+def windowed_mixtral(tmp_path_factory):
+    """The same model with `sliding_window` 6: each token sees itself and the 5 before it."""
+    return make_mixtral(tmp_path_factory.mktemp("mixtral_window"), sliding_window=6)
 
 
 def hf_logits(model, tokens):
@@ -48,6 +59,39 @@ def test_logits_match_hf(tiny_mixtral):
     np.testing.assert_allclose(out.logits, hf_logits(reference, tokens), atol=1e-4)
     # Every expert is used by some token (the comparison covers them all).
     assert all(float(out.stats[f"moe/load_expert_{e}"]) > 0 for e in range(4))
+
+
+def test_sliding_window_matches_hf(windowed_mixtral):
+    """24 tokens through a window of 6, whole sequence and one token at a time through the KV
+    cache: HF's logits at every position. Without the window the logits differ, so the window is
+    what is being compared."""
+    from jaxformer.interop import hf
+
+    path, reference = windowed_mixtral
+    config, model = hf.load(path)
+    assert config.sliding_window == 6
+    tokens = np.random.default_rng(2).integers(0, 97, (2, 24))
+    want = hf_logits(reference, tokens)
+    np.testing.assert_allclose(model(jnp.asarray(tokens)).logits, want, atol=1e-4)
+    reference.config.sliding_window = None
+    unwindowed = hf_logits(reference, tokens)
+    reference.config.sliding_window = 6
+    assert np.abs(unwindowed[:, 6:] - want[:, 6:]).max() > 1e-2
+
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, tokens, positions, cache):
+        out = nnx.merge(graphdef, state)(tokens, positions, cache=cache)
+        return out.logits, out.cache
+
+    positions = np.broadcast_to(np.arange(24, dtype=np.int32), (2, 24))
+    logits, cache = step(state, tokens[:, :4], positions[:, :4], model.init_cache(2, 24))
+    steps = [np.asarray(logits)]
+    for t in range(4, 24):
+        logits, cache = step(state, tokens[:, t:t + 1], positions[:, t:t + 1], cache)
+        steps.append(np.asarray(logits))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), want, atol=1e-4)
 
 
 def test_export_round_trip(tiny_mixtral, tmp_path):
