@@ -34,10 +34,12 @@ LLAMA_ACTIVATIONS = gated(activations("gelu", "relu", "silu", "swish"))
 
 def config_from_hf(arch: str, hf_config: dict[str, Any]) -> DecoderConfig:
     """A `DecoderConfig` equal in function to an HF `config.json` dict (GPT-2 or Llama)."""
-    return _gpt2_config(hf_config) if arch == GPT2 else _llama_config(hf_config)
+    return gpt2_config(hf_config) if arch == GPT2 else _llama_config(hf_config)
 
 
-def _gpt2_config(hf: dict) -> DecoderConfig:
+def gpt2_config(hf: dict) -> DecoderConfig:
+    """A `DecoderConfig` equal in function to a GPT-2 config.json dict (also the decoder of a
+    VisionEncoderDecoderModel)."""
     # Defaults are GPT2Config's, for hand-written config.json files that leave keys out.
     require(hf, "scale_attn_weights", True, True, "decoder")
     require(hf, "scale_attn_by_inverse_layer_idx", False, False, "decoder")

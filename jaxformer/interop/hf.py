@@ -1,7 +1,9 @@
 """Import and export HuggingFace checkpoints as safetensors, for every family with a converter
 (GPT2LMHeadModel and LlamaForCausalLM: `jaxformer/interop/decoder.py`; MixtralForCausalLM:
 `mixtral.py`; T5ForConditionalGeneration: `t5.py`, BartForConditionalGeneration and MarianMTModel:
-`bart.py`, registered together in `encoder_decoder.py`).
+`bart.py`, registered together in `encoder_decoder.py`; BertModel and its heads: `bert.py`;
+ViTModel and ViTForImageClassification: `vit.py`; CLIPModel: `clip.py`; VisionEncoderDecoderModel
+with a ViT encoder and a GPT-2 decoder: `vision_encoder_decoder.py`).
 
     config, model = jaxformer.interop.hf.load("path/to/hf_dir")           # config.json + safetensors
     logits, _ = model(tokens)
@@ -32,7 +34,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 # Imported for their side effect: they register the built-in converters.
-from jaxformer.interop import bert, clip, decoder, encoder_decoder, mixtral, vit  # noqa: F401
+from jaxformer.interop import (bert, clip, decoder, encoder_decoder, mixtral,  # noqa: F401
+                              vision_encoder_decoder, vit)
 from jaxformer.interop.adapters import load_adapter
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,
@@ -221,8 +224,8 @@ def _build(config: Any, params: dict[tuple, np.ndarray]) -> nnx.Module:
 
 def load(path: str | Path, *, dtype: str | None = None, adapter: str | Path | None = None,
          **overrides) -> tuple[Any, nnx.Module]:
-    """Load a local HF directory of a supported architecture (GPT2LMHeadModel, LlamaForCausalLM,
-    the six BERT classes, T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel).
+    """Load a local HF directory of a supported architecture (see the module docstring; the list
+    is `converters.supported_architectures()`).
 
     dtype: "float32" (default), "bfloat16" or "float16" for both the parameters and the compute.
     adapter: a peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to
