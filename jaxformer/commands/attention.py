@@ -218,7 +218,7 @@ def run_cross(args, source, tokens: list[int]) -> int:
         raise UserError(f"target token id {bad[0]} is outside the vocabulary "
                         f"[0, {model.config.vocab_size})")
     layers = pick(args.layers, model.config.decoder_layers, "layers")
-    heads = pick(args.heads, model.config.num_heads, "heads")
+    heads = pick(args.heads, model.config.stack_heads("decoder"), "heads")
     weights = cross_attention_weights(model, tokens, target)
     short = max(len(tokens), len(target)) <= MAX_LABELLED_TOKENS
     plot(weights, layers, heads, _labels(tokenizer, tokens) if short else None, args.out,

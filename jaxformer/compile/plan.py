@@ -16,6 +16,7 @@ data=2 x fsdp=4: an estimated 481 ms a step without remat, where data=8 with kee
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 from jaxformer.errors import UserError
@@ -52,6 +53,8 @@ def _model_sizes(model) -> tuple[int, int, int]:
         if part is not None and getattr(part, "num_heads", None):
             heads = part.num_heads
             kv = getattr(part, "kv_heads", None) or heads
+            if hasattr(part, "stack_heads"):  # an encoder-decoder: a split must divide both stacks
+                heads = kv = math.gcd(part.stack_heads("encoder"), part.stack_heads("decoder"))
             return heads, kv, getattr(model, "moe_num_experts", 0) or 0
     return 1, 1, 0
 

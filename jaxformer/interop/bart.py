@@ -1,4 +1,4 @@
-"""BartForConditionalGeneration and MarianMTModel -> the encoder-decoder family (import).
+"""BartForConditionalGeneration and MarianMTModel <-> the encoder-decoder family: import and export.
 
 Both are post-norm encoder-decoders with biases everywhere, one token table shared by encoder,
 decoder and the output layer, and a `final_logits_bias` added to the logits. They differ in
@@ -10,8 +10,13 @@ positions and embeddings:
   never saved; no embedding LayerNorm; embeddings scaled by sqrt(d_model) (`scale_embedding`);
   swish (SiLU).
 
+The encoder and the decoder may differ in heads and feed-forward width (encoder_attention_heads /
+decoder_attention_heads, encoder_ffn_dim / decoder_ffn_dim): the import writes the encoder's as
+num_heads / mlp_dim and sets decoder_num_heads / decoder_mlp_dim only where the decoder's differ.
+
 HF keeps `final_logits_bias` as a buffer: it is in the checkpoint but not counted as a parameter
-(bart-base has 139,420,416 parameters without it). A checkpoint without it gets none.
+(bart-base has 139,420,416 parameters without it). A checkpoint without it gets none; an export
+of a model without one writes none, and transformers fills its zeros.
 Weights are nn.Linear [out, in].
 """
 
@@ -19,23 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from jaxformer.interop.conventions import activations, choose, layer_norm, linear
+from jaxformer.interop.conventions import activations, choose, export_names, layer_norm, linear
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped, vocab_table
-from jaxformer.models.encoder_decoder import EncoderDecoderConfig
+from jaxformer.models.encoder_decoder import STACKS, EncoderDecoderConfig
 
 BART = "BartForConditionalGeneration"
 MARIAN = "MarianMTModel"
 ACTIVATIONS = activations("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
 
-def _same(hf: dict, encoder_key: str, decoder_key: str, default):
-    value = hf.get(encoder_key, default)
-    if hf.get(decoder_key, default) != value:
-        raise UnsupportedConfigError(
-            f"config.json {encoder_key}={value} but {decoder_key}={hf.get(decoder_key)}: "
-            f"jaxformer's encoder-decoder uses one value for both stacks")
-    return value
+def _per_stack(hf: dict, encoder_key: str, decoder_key: str, default) -> tuple[int, int | None]:
+    """(the encoder's value, the decoder's where it differs, else None)."""
+    encoder, decoder = hf.get(encoder_key, default), hf.get(decoder_key, default)
+    return encoder, None if decoder == encoder else decoder
 
 
 def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
@@ -54,12 +56,14 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> EncoderDecoderConfig:
     for key in ("normalize_before", "add_final_layer_norm"):  # mBART-style variants
         if hf.get(key):
             raise UnsupportedConfigError(f"config.json {key}=true is not supported for {arch}")
-    heads = _same(hf, "encoder_attention_heads", "decoder_attention_heads", 16)
+    heads, decoder_heads = _per_stack(hf, "encoder_attention_heads", "decoder_attention_heads", 16)
+    mlp_dim, decoder_mlp_dim = _per_stack(hf, "encoder_ffn_dim", "decoder_ffn_dim", 4096)
     d_model = hf.get("d_model", 1024)
     return EncoderDecoderConfig(
         vocab_size=hf.get("vocab_size", 58101 if marian else 50265), d_model=d_model,
         encoder_layers=hf.get("encoder_layers", 12), decoder_layers=hf.get("decoder_layers", 12),
-        num_heads=heads, mlp_dim=_same(hf, "encoder_ffn_dim", "decoder_ffn_dim", 4096),
+        num_heads=heads, decoder_num_heads=decoder_heads, mlp_dim=mlp_dim,
+        decoder_mlp_dim=decoder_mlp_dim,
         max_seq_len=hf.get("max_position_embeddings", 1024),
         position="sinusoidal_halves" if marian else "learned", position_offset=0 if marian else 2,
         norm="layernorm", norm_eps=1e-5, norm_position="post", embedding_norm=not marian,
@@ -75,9 +79,63 @@ def config_from_checkpoint(arch: str, config: EncoderDecoderConfig, ckpt) -> Enc
     return config if "final_logits_bias" in ckpt.names() else config.replace(final_logits_bias=False)
 
 
-def _linear(hf_name: str, path: tuple, c: EncoderDecoderConfig, kind: str) -> list[Tensor]:
-    """weight + bias of one nn.Linear; kind: "in" (q/k/v), "out" (out_proj), "up", "down"."""
-    D, F, H, hd = c.d_model, c.mlp_dim, c.num_heads, c.head_size
+def export_architecture(config: EncoderDecoderConfig) -> str:
+    """BART or Marian, whichever the config's layout is; refused (with what differs) otherwise."""
+    c = config
+    marian = c.position == "sinusoidal_halves"
+    problems = [text for bad, text in [
+        (c.position not in ("learned", "sinusoidal_halves"),
+         f"position={c.position!r} (BART learns its positions, Marian uses sinusoidal_halves)"),
+        (c.position == "learned" and c.position_offset != 2, "BART's learned positions start at 2"),
+        (marian and c.position_offset, "Marian's positions have no offset"),
+        (c.embedding_norm == marian, "BART has an embedding LayerNorm and Marian none"),
+        (c.norm != "layernorm" or c.norm_position != "post", "BART and Marian are post-norm "
+                                                             "LayerNorm"),
+        # transformers builds its LayerNorms with torch's default epsilon.
+        (c.norm_eps != 1e-5, f"norm_eps={c.norm_eps} (BART and Marian: 1e-5)"),
+        (not c.use_bias, "use_bias=False (BART and Marian have biases)"),
+        (not c.attention_scale, "attention_scale=False (BART and Marian scale scores)"),
+        (not c.tie_embeddings or c.scale_decoder_output,
+         "BART and Marian tie the output layer to the embedding, unscaled"),
+        (any(c.head_dim not in (None, c.d_model // c.stack_heads(s)) for s in STACKS),
+         f"head_dim={c.head_dim} (BART's heads split d_model)"),
+        (c.activation not in ACTIVATIONS.values(), f"activation={c.activation!r}"),
+        (c.scan_layers, "scan_layers=True (export the per-layer layout)"),
+    ] if bad]
+    if problems:
+        raise UnsupportedConfigError("not BART or Marian: " + "; ".join(problems))
+    return MARIAN if marian else BART
+
+
+def config_to_hf(arch: str, config: EncoderDecoderConfig) -> dict[str, Any]:
+    c = config
+    marian = arch == MARIAN
+    # Marian decodes from its pad token; BART's ids are HF's defaults (<s> 0, <pad> 1, </s> 2).
+    tokens = (dict(pad_token_id=c.decoder_start_token_id, eos_token_id=0) if marian else
+              dict(bos_token_id=0, pad_token_id=1, eos_token_id=2, forced_eos_token_id=2))
+    return {
+        "architectures": [arch], "model_type": "marian" if marian else "bart",
+        "is_encoder_decoder": True, "vocab_size": c.vocab_size, "d_model": c.d_model,
+        "encoder_layers": c.encoder_layers, "decoder_layers": c.decoder_layers,
+        "encoder_attention_heads": c.stack_heads("encoder"),
+        "decoder_attention_heads": c.stack_heads("decoder"),
+        "encoder_ffn_dim": c.stack_mlp_dim("encoder"),
+        "decoder_ffn_dim": c.stack_mlp_dim("decoder"),
+        "max_position_embeddings": c.max_seq_len,
+        "activation_function": export_names(ACTIVATIONS)[c.activation],
+        "scale_embedding": c.scale_embedding, "tie_word_embeddings": True,
+        "decoder_start_token_id": c.decoder_start_token_id, **tokens,
+        "dropout": c.dropout, "attention_dropout": 0.0, "activation_dropout": 0.0,
+        "init_std": c.init_std, "torch_dtype": c.param_dtype,
+    }
+
+
+def _linear(hf_name: str, path: tuple, c: EncoderDecoderConfig, stack: str,
+            kind: str) -> list[Tensor]:
+    """weight + bias of one nn.Linear of `stack`; kind: "in" (q/k/v), "out" (out_proj), "up",
+    "down"."""
+    D, F = c.d_model, c.stack_mlp_dim(stack)
+    H, hd = c.stack_heads(stack), c.stack_head_size(stack)
     in_out = {"in": ((D,), (H, hd)), "out": ((H, hd), (D,)), "up": ((D,), (F,)),
               "down": ((F,), (D,))}
     return linear(hf_name, path, *in_out[kind])
@@ -107,11 +165,11 @@ def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
                 attentions.append(("encoder_attn", "cross_attention"))
             for hf_attn, attn in attentions:
                 for part, proj in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
-                    rows += _linear(f"{hf}{hf_attn}.{part}", ours + (attn, proj), c, "in")
-                rows += _linear(f"{hf}{hf_attn}.out_proj", ours + (attn, "out"), c, "out")
+                    rows += _linear(f"{hf}{hf_attn}.{part}", ours + (attn, proj), c, stack, "in")
+                rows += _linear(f"{hf}{hf_attn}.out_proj", ours + (attn, "out"), c, stack, "out")
                 rows += layer_norm(f"{hf}{hf_attn}_layer_norm", ours + (attn + "_norm",), D)
-            rows += _linear(hf + "fc1", ours + ("feed_forward", "up"), c, "up")
-            rows += _linear(hf + "fc2", ours + ("feed_forward", "down"), c, "down")
+            rows += _linear(hf + "fc1", ours + ("feed_forward", "up"), c, stack, "up")
+            rows += _linear(hf + "fc2", ours + ("feed_forward", "down"), c, stack, "down")
             rows += layer_norm(hf + "final_layer_norm", ours + ("feed_forward_norm",), D)
     return rows
 

@@ -1,8 +1,10 @@
 """The CLIP family's HF converter: CLIPModel (both towers, both projections, the logit scale).
 
-config.json's `text_config` and `vision_config` become `CLIPConfig.text` / `.vision`; the towers
-must share `hidden_act` and `layer_norm_eps` (every published CLIP does). The text tower's
-`eos_token_id` is kept, since it decides where texts are pooled (see `CLIPTextConfig`).
+config.json's `text_config` and `vision_config` become `CLIPConfig.text` / `.vision`. The text
+tower's `hidden_act` and `layer_norm_eps` become `CLIPConfig.activation` / `norm_eps`, and the
+vision tower's are set on `CLIPConfig.vision` only where they differ (every published CLIP has one
+of each). The text tower's `eos_token_id` is kept, since it decides where texts are pooled (see
+`CLIPTextConfig`).
 
 Weights: the vision patch embedding is a bias-free stride-p Conv2d (our [p, p, channels, embed]
 kernel), the class embedding a [embed] vector, positions an [1 + patches, embed] table; the
@@ -17,7 +19,7 @@ from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
 from jaxformer.interop.tables import Tensor, reshaped
 from jaxformer.interop.vit import ACTIVATIONS, block_tensors, conv_patch
-from jaxformer.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from jaxformer.models.clip import TOWERS, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 CLIP_MODEL = "CLIPModel"
 CLIP_BLOCK = {"norm1": "layer_norm1", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
@@ -27,13 +29,10 @@ CLIP_BLOCK = {"norm1": "layer_norm1", "q": "self_attn.q_proj", "k": "self_attn.k
 
 def config_from_hf(arch: str, hf: dict[str, Any]) -> CLIPConfig:
     text, vision = hf.get("text_config") or {}, hf.get("vision_config") or {}
-    acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}
-    eps = {text.get("layer_norm_eps", 1e-5), vision.get("layer_norm_eps", 1e-5)}
-    if len(acts) > 1 or len(eps) > 1:
-        raise UnsupportedConfigError(
-            f"config.json text_config and vision_config differ in hidden_act {sorted(acts)} or "
-            f"layer_norm_eps {sorted(eps)}: jaxformer's CLIP uses one of each for both towers")
-    activation = choose("hidden_act", acts.pop(), ACTIVATIONS)
+    activation = choose("text_config.hidden_act", text.get("hidden_act", "quick_gelu"), ACTIVATIONS)
+    vision_activation = choose("vision_config.hidden_act", vision.get("hidden_act", "quick_gelu"),
+                               ACTIVATIONS)
+    eps, vision_eps = text.get("layer_norm_eps", 1e-5), vision.get("layer_norm_eps", 1e-5)
     return CLIPConfig(
         text=CLIPTextConfig(
             vocab_size=text.get("vocab_size", 49408), d_model=text.get("hidden_size", 512),
@@ -47,36 +46,42 @@ def config_from_hf(arch: str, hf: dict[str, Any]) -> CLIPConfig:
             num_channels=vision.get("num_channels", 3), d_model=vision.get("hidden_size", 768),
             num_layers=vision.get("num_hidden_layers", 12),
             num_heads=vision.get("num_attention_heads", 12),
-            mlp_dim=vision.get("intermediate_size", 3072)),
+            mlp_dim=vision.get("intermediate_size", 3072),
+            activation=None if vision_activation == activation else vision_activation,
+            norm_eps=None if vision_eps == eps else vision_eps),
         projection_dim=hf.get("projection_dim", 512),
         logit_scale_init=hf.get("logit_scale_init_value", math.log(1 / 0.07)),
-        activation=activation, norm_eps=eps.pop())
+        activation=activation, norm_eps=eps)
 
 
 def export_architecture(c: CLIPConfig) -> str:
     if c.scan_layers:
         raise UnsupportedConfigError("export the per-layer layout (scan_layers=False)")
-    if c.activation not in ACTIVATIONS.values():
-        raise UnsupportedConfigError(f"CLIPModel has no activation {c.activation!r}")
+    for tower in TOWERS:
+        if c.tower_activation(tower) not in ACTIVATIONS.values():
+            raise UnsupportedConfigError(f"CLIPModel has no activation "
+                                         f"{c.tower_activation(tower)!r} ({tower} tower)")
     return CLIP_MODEL
 
 
 def config_to_hf(arch: str, c: CLIPConfig) -> dict[str, Any]:
     t, v = c.text, c.vision
-    act = export_names(ACTIVATIONS)[c.activation]
+    act = {tower: export_names(ACTIVATIONS)[c.tower_activation(tower)] for tower in TOWERS}
     return {
         "architectures": [CLIP_MODEL], "model_type": "clip", "projection_dim": c.projection_dim,
         "logit_scale_init_value": c.logit_scale_init, "torch_dtype": c.param_dtype,
         "text_config": {"vocab_size": t.vocab_size, "hidden_size": t.d_model,
                         "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
                         "intermediate_size": t.mlp_dim, "max_position_embeddings": t.max_seq_len,
-                        "eos_token_id": t.eos_token_id, "hidden_act": act,
-                        "layer_norm_eps": c.norm_eps, "model_type": "clip_text_model"},
+                        "eos_token_id": t.eos_token_id, "hidden_act": act["text"],
+                        "layer_norm_eps": c.tower_norm_eps("text"),
+                        "model_type": "clip_text_model"},
         "vision_config": {"image_size": v.image_size, "patch_size": v.patch_size,
                           "num_channels": v.num_channels, "hidden_size": v.d_model,
                           "num_hidden_layers": v.num_layers, "num_attention_heads": v.num_heads,
-                          "intermediate_size": v.mlp_dim, "hidden_act": act,
-                          "layer_norm_eps": c.norm_eps, "model_type": "clip_vision_model"},
+                          "intermediate_size": v.mlp_dim, "hidden_act": act["vision"],
+                          "layer_norm_eps": c.tower_norm_eps("vision"),
+                          "model_type": "clip_vision_model"},
     }
 
 

@@ -1,6 +1,7 @@
-"""The encoder-decoder family's HF converter: T5ForConditionalGeneration (import and export),
-BartForConditionalGeneration and MarianMTModel (import). The tables live in `t5.py` and
-`bart.py`; this module picks between them by architecture and registers the converter."""
+"""The encoder-decoder family's HF converter: T5ForConditionalGeneration,
+BartForConditionalGeneration and MarianMTModel, import and export. The tables live in `t5.py` and
+`bart.py`; this module picks between them by architecture (on import) or by the config's layout
+(on export) and registers the converter."""
 
 from typing import Any
 
@@ -23,15 +24,18 @@ def config_from_checkpoint(arch: str, config: EncoderDecoderConfig, ckpt) -> Enc
 
 
 def export_architecture(config: EncoderDecoderConfig) -> str:
-    try:
-        return t5.export_architecture(config)
-    except UnsupportedConfigError as e:
-        raise UnsupportedConfigError(f"{e} (export writes T5ForConditionalGeneration only; BART "
-                                     f"and Marian checkpoints are imported)") from None
+    refusals = []
+    for module in (t5, bart):
+        try:
+            return module.export_architecture(config)
+        except UnsupportedConfigError as e:
+            refusals.append(str(e))
+    raise UnsupportedConfigError("no HuggingFace architecture matches this encoder-decoder: "
+                                 + " | ".join(refusals))
 
 
 def config_to_hf(arch: str, config: EncoderDecoderConfig) -> dict[str, Any]:
-    return t5.config_to_hf(arch, config)
+    return MODULES[arch].config_to_hf(arch, config)
 
 
 def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:

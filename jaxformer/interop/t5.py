@@ -76,10 +76,11 @@ def export_architecture(config: EncoderDecoderConfig) -> str:
          "embedding_norm / scale_embedding / final_logits_bias are not T5's"),
         (c.activation not in ACTIVATIONS.values(), f"activation={c.activation!r}"),
         (c.scan_layers, "scan_layers=True (export the per-layer layout)"),
+        (c.per_stack, "the encoder and the decoder differ in heads or mlp_dim (T5's config.json "
+                      "has one num_heads and one d_ff)"),
     ] if bad]
     if problems:
-        raise UnsupportedConfigError("no HuggingFace architecture matches this encoder-decoder: "
-                                     + "; ".join(problems))
+        raise UnsupportedConfigError("not T5: " + "; ".join(problems))
     return T5
 
 
@@ -103,10 +104,11 @@ def config_to_hf(arch: str, config: EncoderDecoderConfig) -> dict[str, Any]:
 
 def tensors(arch: str, config: EncoderDecoderConfig) -> list[Tensor]:
     c = config
-    D, V, F, H, hd = c.d_model, c.vocab_size, c.mlp_dim, c.num_heads, c.head_size
+    D, V = c.d_model, c.vocab_size
     rows = [vocab_table("shared.weight", V, D, ("embed", "embedding"), c.padded_vocab_size)]
     gated_ffn = c.activation in ("geglu_tanh", "geglu", "reglu", "swiglu")
     for stack, layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        F, H, hd = c.stack_mlp_dim(stack), c.stack_heads(stack), c.stack_head_size(stack)
         rows += [
             reshaped(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                      (c.relative_buckets, H), (stack, "relative_bias", "embedding"),

@@ -26,9 +26,12 @@ VISION = dict(hidden_size=14, num_hidden_layers=2, num_attention_heads=2, interm
               image_size=20, patch_size=5, num_channels=3)
 
 
-def hf_clip(tmp_path_factory, eos_token_id):
-    config = transformers.CLIPConfig(text_config={**TEXT, "eos_token_id": eos_token_id},
-                                     vision_config=VISION, projection_dim=9)
+def hf_clip(tmp_path_factory, eos_token_id, text=None, vision=None):
+    """A random HF CLIPModel of the small shapes (`text`, `vision`: more config.json settings of
+    a tower), saved, and (it, its jaxformer config, the jaxformer model) loaded from there."""
+    config = transformers.CLIPConfig(
+        text_config={**TEXT, "eos_token_id": eos_token_id, **(text or {})},
+        vision_config={**VISION, **(vision or {})}, projection_dim=9)
     torch.manual_seed(0)
     model = transformers.CLIPModel(config)
     with torch.no_grad():

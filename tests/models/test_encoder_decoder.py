@@ -1,7 +1,8 @@
 """The encoder-decoder family against references written in the test: decoding step by step through
-the self- and cross-attention caches equals the teacher-forced forward; packed pairs equal the
-same pairs alone; padding changes nothing; greedy generation equals an argmax loop that reruns the
-whole model; parameter counts equal HF's published figures."""
+the self- and cross-attention caches equals the teacher-forced forward (also with each stack's own
+heads and width); packed pairs equal the same pairs alone; padding changes nothing; greedy
+generation equals an argmax loop that reruns the whole model; parameter counts equal HF's
+published figures."""
 
 import functools
 
@@ -29,6 +30,9 @@ VARIANTS = {
     "vaswani-2017": dict(position="sinusoidal", norm="layernorm", norm_position="post",
                          use_bias=True, scale_embedding=True, scale_decoder_output=False),
     "t5-scanned": dict(scan_layers=True, relative_buckets=8, relative_max_distance=12),
+    "t5-per-stack": dict(init="t5", attention_scale=False, relative_buckets=8,
+                         relative_max_distance=12, encoder_num_heads=2, decoder_num_heads=4,
+                         encoder_mlp_dim=20, decoder_mlp_dim=36),
 }
 
 
@@ -138,6 +142,47 @@ def test_beam_cache_reorder_keeps_memory():
     for before, after in zip(cache, moved):
         np.testing.assert_array_equal(after["attention"].k[:, 0, 0, 0], [2, 0, 0])
         np.testing.assert_array_equal(after["cross_attention"].k, before["cross_attention"].k)
+
+
+def test_each_stack_has_its_own_heads_and_width():
+    """Attention (the decoder's cross-attention too), relative bias table and feed-forward have
+    their stack's sizes, and so do the decoding cache, the counts and `jaxformer info`'s rows."""
+    from jaxformer.compile.plan import mesh_candidates
+    from jaxformer.models import get_family
+
+    model, _ = model_and_call("t5-per-stack")
+    c = model.config
+    for stack, heads, mlp in ((model.encoder, 2, 20), (model.decoder, 4, 36)):
+        assert stack.relative_bias.embedding[...].shape == (8, heads)
+        for layer in stack.layers:
+            attentions = [getattr(layer, name) for name in layer.sublayer_names
+                          if name.endswith("attention")]
+            assert [a.query.kernel[...].shape for a in attentions] == (
+                [(24, heads, 5)] * (1 + (stack is model.decoder)))
+            assert layer.feed_forward.up.kernel[...].shape == (24, mlp)
+    layer_cache = model.init_cache(2, 8, memory_len=7)[0]
+    assert layer_cache["attention"].k.shape == layer_cache["cross_attention"].k.shape[:2] + (8, 5)
+    assert layer_cache["attention"].k.shape[1] == 4
+    family = get_family("encoder_decoder")
+    parts = family.param_counts(c).groups
+    assert parts["encoder_feed_forward"] == 2 * 2 * 24 * 20
+    assert parts["decoder_feed_forward"] == 3 * 2 * 24 * 36
+    assert parts["decoder_cross_attention"] == 3 * 4 * 24 * 4 * 5
+    flops = family.flops_parts(c, 10)
+    assert flops["6 x (enc + 2 dec layers) x d x T (attention)"] == 6 * (2 * 10 + 2 * 3 * 20) * 10
+    rows = {row[0]: row[1:3] for row in family.sizes(c)}
+    assert rows["He"] == ("encoder_num_heads", 2) and rows["Id"] == ("decoder_mlp_dim", 36)
+    # A tensor-parallel split must divide both stacks' heads: 2, not 4.
+    assert {m.get("tensor") for m in mesh_candidates(8, c, 8)} == {None, 2}
+
+
+def test_per_stack_sizes_are_checked():
+    with pytest.raises(ValueError, match="model.decoder_num_heads=5: set model.head_dim"):
+        EncoderDecoderConfig(d_model=24, num_heads=4, decoder_num_heads=5)
+    with pytest.raises(ValueError, match="model.encoder_mlp_dim must be positive"):
+        EncoderDecoderConfig(encoder_mlp_dim=0)
+    assert EncoderDecoderConfig(d_model=24, num_heads=4, decoder_num_heads=5,
+                                head_dim=6).stack_head_size("decoder") == 6
 
 
 def test_every_parameter_has_logical_axes():

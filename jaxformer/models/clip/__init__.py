@@ -5,11 +5,11 @@
     family.py   the registry entry and the sizes table of `jaxformer info`
 """
 
-from jaxformer.models.clip.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from jaxformer.models.clip.config import TOWERS, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from jaxformer.models.clip.family import CLIP_FAMILY, clip_sizes
 from jaxformer.models.clip.model import (CLIP, CLIPTextTransformer, contrastive_loss, eos_positions,
                                          make_text_block, normalise, zero_shot_logits)
 
 __all__ = ["CLIP", "CLIPConfig", "CLIPTextConfig", "CLIPTextTransformer", "CLIPVisionConfig",
-           "CLIP_FAMILY", "clip_sizes", "contrastive_loss", "eos_positions", "make_text_block",
-           "normalise", "zero_shot_logits"]
+           "CLIP_FAMILY", "TOWERS", "clip_sizes", "contrastive_loss", "eos_positions",
+           "make_text_block", "normalise", "zero_shot_logits"]

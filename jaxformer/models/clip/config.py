@@ -9,6 +9,8 @@ from jaxformer.models.validation import check_choice, check_compute
 from jaxformer.models.vit.config import ViTConfig
 from jaxformer.nn.feedforward import ACTIVATIONS
 
+TOWERS = ("text", "vision")
+
 
 @dataclasses.dataclass(frozen=True)
 class CLIPTextConfig:
@@ -25,6 +27,8 @@ class CLIPTextConfig:
     mlp_dim: int = 2048
     max_seq_len: int = 77
     eos_token_id: int = 2
+    activation: str | None = None  # None: CLIPConfig.activation
+    norm_eps: float | None = None  # None: CLIPConfig.norm_eps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +43,18 @@ class CLIPVisionConfig:
     num_layers: int = 12
     num_heads: int = 12
     mlp_dim: int = 3072
+    activation: str | None = None  # None: CLIPConfig.activation
+    norm_eps: float | None = None  # None: CLIPConfig.norm_eps
 
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig(ModelConfig):
-    """`text` and `vision` give the towers' sizes; both use `activation` and `norm_eps`.
-    projection_dim: the shared embedding width. The logit scale (inverse temperature) is a learned
-    scalar parameter stored as its log, initialised to log(1 / 0.07), and clamped at
+    """`text` and `vision` give the towers' sizes. `activation` and `norm_eps` are both towers'
+    unless a tower sets its own (`text.activation`, `vision.norm_eps`, ...: HF's text_config and
+    vision_config each have a hidden_act and a layer_norm_eps), so configs that set them once
+    still mean one of each; `tower_activation(tower)` and `tower_norm_eps(tower)` give what a
+    tower uses. projection_dim: the shared embedding width. The logit scale (inverse temperature)
+    is a learned scalar parameter stored as its log, initialised to log(1 / 0.07), and clamped at
     `max_logit_scale` (100) in the forward pass, as CLIP clips it in training."""
 
     family: str = "clip"
@@ -67,11 +76,19 @@ class CLIPConfig(ModelConfig):
     def __post_init__(self):
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_compute(self)
-        for section in ("text", "vision"):
-            for field in dataclasses.fields(getattr(self, section)):
-                value = getattr(getattr(self, section), field.name)
-                if field.name != "eos_token_id" and value <= 0:
+        for section in TOWERS:
+            tower = getattr(self, section)
+            for field in dataclasses.fields(tower):
+                value = getattr(tower, field.name)
+                if field.name not in ("eos_token_id", "activation", "norm_eps") and value <= 0:
                     raise ValueError(f"model.{section}.{field.name} must be positive, got {value}")
+            if tower.activation is not None and tower.activation not in ACTIVATIONS:
+                raise ValueError(f"model.{section}.activation={tower.activation!r} is not one of "
+                                 f"{list(ACTIVATIONS)}")
+        for name, value in [("norm_eps", self.norm_eps), ("text.norm_eps", self.text.norm_eps),
+                            ("vision.norm_eps", self.vision.norm_eps)]:
+            if value is not None and value <= 0:
+                raise ValueError(f"model.{name} must be positive, got {value}")
         if self.text.d_model % self.text.num_heads:
             raise ValueError(f"model.text.d_model={self.text.d_model} is not divisible by "
                              f"model.text.num_heads={self.text.num_heads}")
@@ -82,6 +99,15 @@ class CLIPConfig(ModelConfig):
             raise ValueError("model.projection_dim and model.max_logit_scale must be positive")
         self.vision_config()  # the ViT's own checks (patch size dividing the image, heads)
 
+    def tower_activation(self, tower: str) -> str:
+        """The activation of the "text" or "vision" tower's feed-forward layers."""
+        return getattr(self, tower).activation or self.activation
+
+    def tower_norm_eps(self, tower: str) -> float:
+        """The epsilon of the "text" or "vision" tower's LayerNorms."""
+        own = getattr(self, tower).norm_eps
+        return self.norm_eps if own is None else own
+
     def vision_config(self) -> ViTConfig:
         """The image tower as a ViT config."""
         v = self.vision
@@ -89,4 +115,5 @@ class CLIPConfig(ModelConfig):
             image_size=v.image_size, patch_size=v.patch_size, num_channels=v.num_channels,
             d_model=v.d_model, num_layers=v.num_layers, num_heads=v.num_heads, mlp_dim=v.mlp_dim,
             num_labels=0, pooler=False, pre_norm=True, patch_bias=False,
-            activation=self.activation, norm_eps=self.norm_eps, **self.compute_settings())
+            activation=self.tower_activation("vision"), norm_eps=self.tower_norm_eps("vision"),
+            **self.compute_settings())

@@ -12,9 +12,10 @@ def clip_sizes(c: CLIPConfig) -> list[tuple[str, str, int, str]]:
     return [
         ("V", "text.vocab_size", t.vocab_size, f"context {t.max_seq_len} tokens"),
         ("Dt", "text.d_model", t.d_model, f"{t.num_layers} causal layers, {t.num_heads} heads, "
-                                          f"mlp {t.mlp_dim}"),
+                                          f"mlp {t.mlp_dim} {c.tower_activation('text')}"),
         ("Dv", "vision.d_model", v.d_model, f"{v.num_layers} layers, {v.num_heads} heads, mlp "
-                                            f"{v.mlp_dim}, patch {v.patch_size} of {v.image_size} px"),
+                                            f"{v.mlp_dim} {c.tower_activation('vision')}, patch "
+                                            f"{v.patch_size} of {v.image_size} px"),
         ("P", "projection_dim", c.projection_dim, f"logit scale clamped at {c.max_logit_scale:g}"),
     ]
 

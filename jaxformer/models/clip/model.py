@@ -41,9 +41,11 @@ def make_text_block(c: CLIPConfig, rngs: nnx.Rngs) -> TransformerBlock:
     attention = Attention(t.d_model, t.num_heads, use_bias=True, causal=True,
                           implementation=c.attention_impl, init=normal(c.init_std), dtype=dtype,
                           param_dtype=param_dtype, rngs=rngs)
-    feed_forward = FeedForward(t.d_model, t.mlp_dim, activation=c.activation, use_bias=True,
-                               init=normal(c.init_std), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    norm = lambda: LayerNorm(t.d_model, eps=c.norm_eps, param_dtype=param_dtype, rngs=rngs)
+    feed_forward = FeedForward(t.d_model, t.mlp_dim, activation=c.tower_activation("text"),
+                               use_bias=True, init=normal(c.init_std), dtype=dtype,
+                               param_dtype=param_dtype, rngs=rngs)
+    norm = lambda: LayerNorm(t.d_model, eps=c.tower_norm_eps("text"), param_dtype=param_dtype,
+                             rngs=rngs)
     return TransformerBlock({"attention": (attention, norm()), "feed_forward": (feed_forward, norm())},
                             norm_position="pre", dropout_rate=c.dropout)
 
@@ -68,7 +70,8 @@ class CLIPTextTransformer(nnx.Module):
         self.layers = (stacked_blocks(lambda r: make_text_block(c, r), t.num_layers, rngs)
                        if c.scan_layers else
                        nnx.List([make_text_block(c, rngs) for _ in range(t.num_layers)]))
-        self.final_norm = LayerNorm(t.d_model, eps=c.norm_eps, param_dtype=param_dtype, rngs=rngs)
+        self.final_norm = LayerNorm(t.d_model, eps=c.tower_norm_eps("text"),
+                                    param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, segment_ids: jax.Array | None = None,
                  *, dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

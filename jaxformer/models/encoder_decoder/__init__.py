@@ -6,12 +6,12 @@
     family.py   the registry entry and the sizes table of `jaxformer info`
 """
 
-from jaxformer.models.encoder_decoder.config import EncoderDecoderConfig
+from jaxformer.models.encoder_decoder.config import STACKS, EncoderDecoderConfig
 from jaxformer.models.encoder_decoder.family import ENCODER_DECODER, encoder_decoder_sizes
 from jaxformer.models.encoder_decoder.model import (EncoderDecoder, Stack,
                                                     decoder_positions_and_segments,
                                                     init_decoder_cache, make_block)
 
-__all__ = ["ENCODER_DECODER", "EncoderDecoder", "EncoderDecoderConfig", "Stack",
+__all__ = ["ENCODER_DECODER", "STACKS", "EncoderDecoder", "EncoderDecoderConfig", "Stack",
            "decoder_positions_and_segments", "encoder_decoder_sizes", "init_decoder_cache",
            "make_block"]

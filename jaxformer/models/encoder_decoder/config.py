@@ -14,6 +14,7 @@ from jaxformer.nn.feedforward import ACTIVATIONS, GATED
 # relative: T5's bucketed bias on the self-attention scores, one table per stack.
 POSITIONS = ("sinusoidal", "sinusoidal_halves", "learned", "relative")
 INITS = ("normal", "t5")
+STACKS = ("encoder", "decoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,13 @@ class EncoderDecoderConfig(ModelConfig, VocabPadding, Heads):
     """Sizes: V vocab_size (shared by source and target), D d_model, H num_heads of head_dim
     (T5's d_kv, may differ from D / H), I mlp_dim, encoder_layers / decoder_layers, T max_seq_len
     (the longest source and the longest target a position table covers).
+
+    A stack may have its own H and I (HF BART's and Marian's encoder_attention_heads /
+    decoder_attention_heads, encoder_ffn_dim / decoder_ffn_dim): `encoder_num_heads`,
+    `decoder_num_heads`, `encoder_mlp_dim`, `decoder_mlp_dim`, each None for num_heads / mlp_dim.
+    The decoder's cross-attention and its decoding cache have the decoder's heads, as in BART.
+    With head_dim None a stack's heads are d_model / its H, so each H must divide d_model
+    (num_heads too: it is the default and what single-width reports show).
 
     The model: token embedding (shared by encoder, decoder and, with `tie_embeddings`, the output
     layer), times sqrt(D) with `scale_embedding`, plus positions, then `embedding_norm` (BART's
@@ -43,6 +51,10 @@ class EncoderDecoderConfig(ModelConfig, VocabPadding, Heads):
     num_heads: int = 8
     head_dim: int | None = None  # None: d_model // num_heads
     mlp_dim: int = 2048
+    encoder_num_heads: int | None = None  # None: num_heads
+    decoder_num_heads: int | None = None  # None: num_heads (also the cross-attention's)
+    encoder_mlp_dim: int | None = None  # None: mlp_dim
+    decoder_mlp_dim: int | None = None  # None: mlp_dim
     max_seq_len: int = 512
     position: str = "relative"  # sinusoidal | sinusoidal_halves | learned | relative
     position_offset: int = 0  # learned tables start at this row (BART: 2)
@@ -80,6 +92,14 @@ class EncoderDecoderConfig(ModelConfig, VocabPadding, Heads):
                      "decoder_layers", "num_heads", "mlp_dim", "max_seq_len", "relative_buckets",
                        "relative_max_distance")
         check_heads(self)
+        for stack in STACKS:
+            for name in (f"{stack}_num_heads", f"{stack}_mlp_dim"):
+                if getattr(self, name) is not None:
+                    check_positive(self, name)
+            if self.head_dim is None and self.d_model % self.stack_heads(stack):
+                raise ValueError(f"model.d_model={self.d_model} is not divisible by "
+                                 f"model.{stack}_num_heads={self.stack_heads(stack)}: set "
+                                 f"model.head_dim explicitly")
         if self.position.startswith("sinusoidal") and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even model.d_model, got {self.d_model}")
         if self.position == "relative" and self.relative_buckets < 4:
@@ -92,6 +112,23 @@ class EncoderDecoderConfig(ModelConfig, VocabPadding, Heads):
             raise ValueError(f"model.decoder_start_token_id must not be negative, got "
                              f"{self.decoder_start_token_id}")
         check_fraction(self, "dropout")
+
+    def stack_heads(self, stack: str) -> int:
+        """Attention heads of the "encoder" or "decoder" stack."""
+        return getattr(self, f"{stack}_num_heads") or self.num_heads
+
+    def stack_head_size(self, stack: str) -> int:
+        return self.head_dim or self.d_model // self.stack_heads(stack)
+
+    def stack_mlp_dim(self, stack: str) -> int:
+        """Feed-forward width of the "encoder" or "decoder" stack."""
+        return getattr(self, f"{stack}_mlp_dim") or self.mlp_dim
+
+    @property
+    def per_stack(self) -> bool:
+        """Whether the stacks differ in heads or feed-forward width."""
+        return (self.stack_heads("encoder") != self.stack_heads("decoder")
+                or self.stack_mlp_dim("encoder") != self.stack_mlp_dim("decoder"))
 
     @property
     def kv_heads(self) -> int:

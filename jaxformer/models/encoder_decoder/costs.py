@@ -4,7 +4,7 @@ import jax
 
 from jaxformer.models.counting import (ParamCounts, count_params, leaf_size, param_shapes,
                                        path_keys)
-from jaxformer.models.encoder_decoder.config import EncoderDecoderConfig
+from jaxformer.models.encoder_decoder.config import STACKS, EncoderDecoderConfig
 
 GROUPS = ("token_embedding", "positions", "lm_head", "encoder_attention", "encoder_feed_forward",
           "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
@@ -12,8 +12,9 @@ GROUPS = ("token_embedding", "positions", "lm_head", "encoder_attention", "encod
 
 def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
     """Counted from a copy with one layer per stack, each layer counted as often as the stack has
-    layers (the layers are identical). As HF counts: tied weights once, the padded vocabulary at
-    its real size, and `final_logits_bias` left out (HF keeps it as a buffer, not a parameter).
+    layers (a stack's layers are identical; each stack has its own heads and width). As HF
+    counts: tied weights once, the padded vocabulary at its real size, and `final_logits_bias`
+    left out (HF keeps it as a buffer, not a parameter).
     Relative position tables count as positions (left out of N in the FLOPs, as tables are)."""
     c = config
     state = param_shapes(c.replace(encoder_layers=1, decoder_layers=1))
@@ -45,11 +46,13 @@ def encoder_decoder_flops_parts(config: EncoderDecoderConfig, seq_len: int | Non
     targets (T each): each token passes one stack, so the weight matmuls cost 6N / 2 per token on
     average (N all parameters but position tables); attention scores and weighted values cost
     12 d T per layer per token (PaLM appendix B), over the encoder's self-attention for a source
-    token and the decoder's self- and cross-attention for a target token."""
+    token and the decoder's self- and cross-attention for a target token; d is each stack's
+    heads x head size."""
     c = config
     seq_len = seq_len or c.max_seq_len
-    width = c.num_heads * c.head_size
+    width = {stack: c.stack_heads(stack) * c.stack_head_size(stack) for stack in STACKS}
     return {"3N (6N / 2: a token passes one stack)": 3 * count_params(c, include_positions=False),
             "6 x (enc + 2 dec layers) x d x T (attention)":
-                6 * (c.encoder_layers + 2 * c.decoder_layers) * width * seq_len}
+                6 * (c.encoder_layers * width["encoder"]
+                     + 2 * c.decoder_layers * width["decoder"]) * seq_len}
 

@@ -39,12 +39,14 @@ from jaxformer.nn.relative_position import RelativePositionBias
 from jaxformer.nn.sharding import constrain
 
 
-def _inits(c: EncoderDecoderConfig) -> dict:
-    """Initializers by role. "t5" follows Mesh TensorFlow (as HF's T5 `_init_weights` with
-    factor 1): unit-variance embeddings, and projections scaled by their fan-in; the query's
-    extra head_dim^-0.5 is where T5 puts the score scaling it leaves out of attention."""
+def _inits(c: EncoderDecoderConfig, stack: str = "encoder") -> dict:
+    """Initializers by role, for the blocks of `stack`. "t5" follows Mesh TensorFlow (as HF's T5
+    `_init_weights` with factor 1): unit-variance embeddings, and projections scaled by their
+    fan-in; the query's extra head_dim^-0.5 is where T5 puts the score scaling it leaves out of
+    attention."""
     if c.init == "t5":
-        d, hd, h, f = c.d_model, c.head_size, c.num_heads, c.mlp_dim
+        d, hd = c.d_model, c.stack_head_size(stack)
+        h, f = c.stack_heads(stack), c.stack_mlp_dim(stack)
         return dict(embed=1.0, head=1.0, query=(d * hd) ** -0.5, kv=d ** -0.5, out=(h * hd) ** -0.5,
                     up=d ** -0.5, down=f ** -0.5, bias_table=d ** -0.5)
     # A table scaled by sqrt(d) on the way in starts at d^-0.5 (2017; fairseq, tensor2tensor).
@@ -54,12 +56,16 @@ def _inits(c: EncoderDecoderConfig) -> dict:
 
 
 def make_block(c: EncoderDecoderConfig, rngs: nnx.Rngs, *, decoder: bool) -> TransformerBlock:
+    """One layer of the decoder's or the encoder's stack, with that stack's heads and width (the
+    cross-attention too has the decoder's heads)."""
+    stack = "decoder" if decoder else "encoder"
     dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    inits = _inits(c)
+    inits = _inits(c, stack)
     scale = None if c.attention_scale else 1.0
+    heads, head_size = c.stack_heads(stack), c.stack_head_size(stack)
 
     def attention(cross: bool) -> Attention:
-        attn = Attention(c.d_model, c.num_heads, head_dim=c.head_size, use_bias=c.use_bias,
+        attn = Attention(c.d_model, heads, head_dim=head_size, use_bias=c.use_bias,
                          causal=decoder and not cross, cross=cross, position="none",
                          implementation=c.attention_impl, scale=scale, init=normal(inits["kv"]),
                          out_init=normal(inits["out"]), dtype=dtype, param_dtype=param_dtype,
@@ -72,9 +78,10 @@ def make_block(c: EncoderDecoderConfig, rngs: nnx.Rngs, *, decoder: bool) -> Tra
         return make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
                          param_dtype=param_dtype, rngs=rngs)
 
-    feed_forward = FeedForward(c.d_model, c.mlp_dim, activation=c.activation, use_bias=c.use_bias,
-                               init=normal(inits["up"]), out_init=normal(inits["down"]),
-                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    feed_forward = FeedForward(c.d_model, c.stack_mlp_dim(stack), activation=c.activation,
+                               use_bias=c.use_bias, init=normal(inits["up"]),
+                               out_init=normal(inits["down"]), dtype=dtype,
+                               param_dtype=param_dtype, rngs=rngs)
     sublayers = {"attention": (attention(False), norm())}
     if decoder:
         sublayers["cross_attention"] = (attention(True), norm())
@@ -88,6 +95,7 @@ class Stack(nnx.Module):
     def __init__(self, config: EncoderDecoderConfig, *, decoder: bool, rngs: nnx.Rngs):
         c = self.config = config
         self.is_decoder = decoder
+        stack = "decoder" if decoder else "encoder"
         self.num_layers = c.decoder_layers if decoder else c.encoder_layers
         dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         self.position_embedding = (
@@ -95,10 +103,11 @@ class Stack(nnx.Module):
                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             if c.position == "learned" else None)
         self.relative_bias = (
-            RelativePositionBias(c.num_heads, bidirectional=not decoder,
+            RelativePositionBias(c.stack_heads(stack), bidirectional=not decoder,
                                  num_buckets=c.relative_buckets,
                                  max_distance=c.relative_max_distance,
-                                 init=normal(_inits(c)["bias_table"]), param_dtype=param_dtype,
+                                 init=normal(_inits(c, stack)["bias_table"]),
+                                 param_dtype=param_dtype,
                                  rngs=rngs)
             if c.position == "relative" else None)
         norm = lambda: make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
@@ -250,11 +259,13 @@ class EncoderDecoder(nnx.Module):
 def init_decoder_cache(c: EncoderDecoderConfig, batch: int, max_len: int, memory_len: int = 1):
     """An empty cache for the decoder stack of `c`: per decoder layer a KVCache of `max_len` slots
     ("attention") and a MemoryCache for a memory of `memory_len` tokens ("cross_attention",
-    filled by the first `decode` given the memory, whose length then wins). A list per layer,
-    or with `scan_layers` one dict stacked on a leading [decoder_layers] axis."""
+    filled by the first `decode` given the memory, whose length then wins), both with the
+    decoder's heads. A list per layer, or with `scan_layers` one dict stacked on a leading
+    [decoder_layers] axis."""
     dtype = jnp.dtype(c.dtype)
-    caches = [{"attention": kv_cache.init_layer_cache(batch, max_len, c.num_heads, c.head_size, dtype),
-               "cross_attention": kv_cache.init_memory_cache(batch, memory_len, c.num_heads,
-                                                            c.head_size, dtype)}
+    heads, head_size = c.stack_heads("decoder"), c.stack_head_size("decoder")
+    caches = [{"attention": kv_cache.init_layer_cache(batch, max_len, heads, head_size, dtype),
+               "cross_attention": kv_cache.init_memory_cache(batch, memory_len, heads, head_size,
+                                                            dtype)}
               for _ in range(c.decoder_layers)]
     return jax.tree.map(lambda *a: jnp.stack(a), *caches) if c.scan_layers else caches
