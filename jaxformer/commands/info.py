@@ -87,7 +87,8 @@ LABELS = {"token_embedding": "token embedding", "positions": "position table",
           "encoder feed-forward", "decoder_attention": "decoder self-attention",
           "decoder_cross_attention": "decoder cross-attention",
           "decoder_feed_forward": "decoder feed-forward", "image_encoder": "image encoder (ViT)",
-          "enc_to_dec_proj": "patch states to decoder width"}
+          "enc_to_dec_proj": "patch states to decoder width",
+          "audio_stem": "audio stem (2 convolutions)"}
 EMBEDDING_PARTS = ("token_embedding", "positions", "lm_head")
 
 

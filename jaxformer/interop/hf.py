@@ -3,7 +3,8 @@
 `mixtral.py`; T5ForConditionalGeneration: `t5.py`, BartForConditionalGeneration and MarianMTModel:
 `bart.py`, registered together in `encoder_decoder.py`; BertModel and its heads: `bert.py`;
 ViTModel and ViTForImageClassification: `vit.py`; CLIPModel: `clip.py`; VisionEncoderDecoderModel
-with a ViT encoder and a GPT-2 decoder: `vision_encoder_decoder.py`).
+with a ViT encoder and a GPT-2 decoder: `vision_encoder_decoder.py`;
+WhisperForConditionalGeneration: `whisper.py`).
 
     config, model = jaxformer.interop.hf.load("path/to/hf_dir")           # config.json + safetensors
     logits, _ = model(tokens)
@@ -35,7 +36,7 @@ from safetensors.numpy import save_file
 
 # Imported for their side effect: they register the built-in converters.
 from jaxformer.interop import (bert, clip, decoder, encoder_decoder, mixtral,  # noqa: F401
-                              vision_encoder_decoder, vit)
+                              vision_encoder_decoder, vit, whisper)
 from jaxformer.interop.adapters import load_adapter
 from jaxformer.interop.converters import Converter, converter_for, converter_for_config
 from jaxformer.interop.errors import (CheckpointError, MissingTensorError, ShapeMismatchError,

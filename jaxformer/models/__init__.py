@@ -1,8 +1,8 @@
 """Model families assembled from `jaxformer.nn` blocks, and the registry that names them.
 
 Each family is a package (`decoder/`, `encoder/`, `encoder_decoder/`, `vit/`, `clip/`,
-`vision_encoder_decoder/`) holding its config, module, costs and registry entry; importing it
-registers the family. Shared by all: `registry.py`, `output.py` (ModelOutput), `layers.py` (stacks
+`vision_encoder_decoder/`, `whisper/`) holding its config, module, costs and registry entry;
+importing it registers the family. Shared by all: `registry.py`, `output.py` (ModelOutput), `layers.py` (stacks
 of blocks, scan and remat), `base_config.py`, `validation.py` and `counting.py` (parameter counts
 and FLOPs).
 """
@@ -18,8 +18,10 @@ from jaxformer.models.registry import (Family, abstract_model, build_model, fami
 from jaxformer.models.vision_encoder_decoder import (VisionEncoderDecoder,
                                                      VisionEncoderDecoderConfig)
 from jaxformer.models.vit import ViT, ViTConfig
+from jaxformer.models.whisper import Whisper, WhisperConfig
 
 __all__ = ["CLIP", "CLIPConfig", "DecoderConfig", "DecoderLM", "Encoder", "EncoderConfig",
            "EncoderDecoder", "EncoderDecoderConfig", "Family", "ModelOutput", "ViT", "ViTConfig",
-           "VisionEncoderDecoder", "VisionEncoderDecoderConfig", "abstract_model", "build_model",
+           "VisionEncoderDecoder", "VisionEncoderDecoderConfig", "Whisper", "WhisperConfig",
+           "abstract_model", "build_model",
            "family_names", "family_of", "get_family", "register_family"]
