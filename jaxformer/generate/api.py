@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxformer.errors import UserError
 from jaxformer.generate.adapters import check_adapter_ids
+from jaxformer.generate.controls import decoder_controls
 from jaxformer.generate.loop import DecodeOutput, DecodeSettings, compiled_decode_fn, token_sink
 from jaxformer.generate.steps import steps_for
 
@@ -63,10 +64,12 @@ def make_settings(max_new_tokens: int, *, temperature=1.0, top_k=None, top_p=Non
 
 def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings, *, seed: Seed = 0,
            on_tokens: TokenCallback | None = None, timings: dict | None = None,
-           adapter_ids: list[int] | None = None) -> DecodeOutput:
+           adapter_ids: list[int] | None = None, decoder_prefix=None, suppress_tokens=None,
+           begin_suppress_tokens=None) -> DecodeOutput:
     """Run the compiled loop over `prompts` (lists of token ids, any lengths; for an image-to-text
-    model, images [batch, height, width, channels]). `seed`: see
-    `row_keys` (row i's tokens are those of prompt i alone with row i's seed). `adapter_ids`: see
+    model, images [batch, height, width, channels]; for Whisper, log-mel features [batch, mel
+    bins, frames]). `seed`: see `row_keys` (row i's tokens are those of prompt i alone with row
+    i's seed). `adapter_ids`, `decoder_prefix`, `suppress_tokens`, `begin_suppress_tokens`: see
     `generate`.
 
     on_tokens(step, tokens [batch], valid [batch]) is called from inside the loop as each step's
@@ -89,10 +92,16 @@ def decode(model: nnx.Module, prompts: list[list[int]], settings: DecodeSettings
     graphdef, state = nnx.split(model)
     tokens, lengths = io.inputs(prompts, config, settings.pad_id)
     rows = None if adapter_ids is None else check_adapter_ids(model, adapter_ids, len(prompts))
+    controls = decoder_controls(config, len(tokens), settings.max_new_tokens,
+                                decoder_prefix=decoder_prefix, suppress_tokens=suppress_tokens,
+                                begin_suppress_tokens=begin_suppress_tokens).arrays()
     # Traced: other values reuse the compiled program. Unused by a greedy program.
-    args = (tokens, lengths, row_keys(seed, len(prompts)),
+    args = (tokens, lengths, row_keys(seed, len(tokens)),
             jnp.float32(settings.temperature), jnp.float32(settings.top_p or 1.0))
-    args += () if rows is None else (rows,)
+    if controls is not None:
+        args += (rows, controls)
+    elif rows is not None:
+        args += (rows,)
 
     start = time.perf_counter()
     fn, fresh = compiled_decode_fn(graphdef, settings, state, *args)
@@ -116,11 +125,20 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: Seed = 0, stop_tokens: list[int] | None = None,
              on_tokens: TokenCallback | None = None, timings: dict | None = None,
-             adapter_ids: list[int] | None = None) -> list[list[int]]:
+             adapter_ids: list[int] | None = None, decoder_prefix=None, suppress_tokens=None,
+             begin_suppress_tokens=None) -> list[list[int]]:
     """Continue each prompt (a list of token ids) by up to `max_new_tokens` tokens. For an
     encoder-decoder the prompts are the encoder's inputs and the new tokens are the decoder's; for
     an image-to-text model (`vision_encoder_decoder`) they are images, an array [batch, height,
-    width, channels] (normalised as in training), and the new tokens are their captions.
+    width, channels] (normalised as in training), and the new tokens are their captions; for
+    Whisper they are log-mel features, an array [batch, mel bins, frames]
+    (`jaxformer.data.audio.log_mel_spectrogram`), and the new tokens are the transcripts.
+
+    An encoder-decoder's decoder starts from `decoder_start_token_id`, or from `decoder_prefix`
+    (one list of token ids for every input, or one list per input, all of one length; Whisper:
+    <|startoftranscript|>, language, task, <|notimestamps|>); the new tokens follow it.
+    `suppress_tokens` are never produced, `begin_suppress_tokens` not as the first new token
+    (their logits are set to -inf, as HF's logits processors of those names do).
 
     temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) are applied in that
     order and a token is drawn. Each row has its own random stream: with `seed` a list, row i uses
@@ -137,6 +155,8 @@ def generate(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *
     """
     settings = make_settings(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              stop_tokens=stop_tokens, stream=on_tokens is not None)
-    out = decode(model, list(prompts), settings, seed=seed, on_tokens=on_tokens,
-                 timings=timings, adapter_ids=adapter_ids)
+    out = decode(model, prompts if hasattr(prompts, "shape") else list(prompts), settings,
+                 seed=seed, on_tokens=on_tokens, timings=timings, adapter_ids=adapter_ids,
+                 decoder_prefix=decoder_prefix, suppress_tokens=suppress_tokens,
+                 begin_suppress_tokens=begin_suppress_tokens)
     return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)]

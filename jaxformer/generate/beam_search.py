@@ -24,6 +24,10 @@ gives the same sequences:
   could still reach (`max_new_tokens`) when length_penalty > 0. The loop ends when no input can
   change any more.
 
+An encoder-decoder may start its decoder from a prefix and suppress tokens
+(`jaxformer.generate.controls`): suppressed tokens get log-probability -inf after the softmax, as
+HF's logits processors set them.
+
 Each input's answer is its best finished hypothesis. The same holds for `length_penalty`: > 0
 favours longer sequences, < 0 shorter ones.
 """
@@ -37,6 +41,7 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.errors import UserError
+from jaxformer.generate.controls import decoder_controls, suppressed
 from jaxformer.generate.steps import steps_for
 from jaxformer.nn import kv_cache
 
@@ -96,21 +101,25 @@ def rule_arguments(settings: BeamSettings) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def make_beam_fn(graphdef: nnx.GraphDef, settings: BeamSettings):
-    """run(state, tokens [batch, bucket], lengths [batch], *rule_arguments(settings)) ->
-    (tokens, num_tokens, scores) of each input's best hypothesis. Pure; not jitted; reads
-    `settings` but its length penalty and early stopping."""
+    """run(state, tokens [batch, bucket], lengths [batch], *rule_arguments(settings), controls=None)
+    -> (tokens, num_tokens, scores) of each input's best hypothesis. Pure; not jitted; reads
+    `settings` but its length penalty and early stopping. `controls`: the arrays of a
+    `DecoderControls` (prefix [batch, P], suppressed tokens), or None."""
     s = settings
     beams, new = s.num_beams, s.max_new_tokens
     keep = max(2, 1 + len(s.stop_tokens)) * beams
     stops = np.asarray(s.stop_tokens or (-1,), np.int32)
     top_num_beams = (np.arange(keep) < beams)[None, :]
 
-    def run(state, tokens, lengths, penalty, best_length, stop_when_full):
+    def run(state, tokens, lengths, penalty, best_length, stop_when_full, controls=None):
         model = nnx.merge(graphdef, state)
         io = steps_for(model)
         batch, bucket = tokens.shape[:2]  # images: [batch, height, ...] (their steps ignore bucket)
-        max_len = io.cache_length(bucket, new, model.config)
-        logits, cache, first_position = io.prefill(model, tokens, lengths, max_len)
+        controls = controls or {}
+        prefix = controls.get("prefix")
+        max_len = io.cache_length(bucket, new, model.config,
+                                  *(() if prefix is None else (prefix.shape[1],)))
+        logits, cache, first_position = io.prefill(model, tokens, lengths, max_len, prefix)
         # Prefill once per input, then copy its cache rows to each of its beams.
         cache = kv_cache.reorder(cache, jnp.repeat(jnp.arange(batch), beams))
         logits = jnp.repeat(logits, beams, axis=0)
@@ -129,6 +138,9 @@ def make_beam_fn(graphdef: nnx.GraphDef, settings: BeamSettings):
             t = c["t"]
             vocab = c["logits"].shape[-1]
             log_probs = jax.nn.log_softmax(c["logits"].astype(jnp.float32), axis=-1)
+            if controls:  # the first step (t = 0) also suppresses the begin tokens
+                log_probs = jax.lax.cond(t == 0, lambda x: suppressed(x, controls, True),
+                                         lambda x: suppressed(x, controls, False), log_probs)
             log_probs = log_probs.reshape(batch, beams, vocab) + c["running_scores"][:, :, None]
             top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, beams * vocab), keep)
             parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
@@ -184,16 +196,18 @@ _compiled: dict = {}
 _MAX_COMPILED = 16
 
 
-def _compiled_fn(graphdef, settings, state, tokens, lengths, rules):
+def _compiled_fn(graphdef, settings, state, tokens, lengths, rules, controls=None):
     leaves, treedef = jax.tree.flatten(state)
     program = dataclasses.replace(settings, length_penalty=0.0, early_stopping=False)
     key = (graphdef, program, treedef,
            tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in leaves),
-           tokens.shape)
+           tokens.shape, None if controls is None else
+           tuple((name, x.shape) for name, x in sorted(controls.items())))
     fn = _compiled.get(key)
     if fn is not None:
         return fn, False
-    fn = jax.jit(make_beam_fn(graphdef, settings)).lower(state, tokens, lengths, *rules).compile()
+    fn = jax.jit(make_beam_fn(graphdef, settings)).lower(state, tokens, lengths, *rules,
+                                                         controls).compile()
     if len(_compiled) >= _MAX_COMPILED:
         _compiled.pop(next(iter(_compiled)))
     _compiled[key] = fn
@@ -201,20 +215,26 @@ def _compiled_fn(graphdef, settings, state, tokens, lengths, rules):
 
 
 def beam_decode(model: nnx.Module, prompts: list[list[int]], settings: BeamSettings, *,
-                timings: dict | None = None) -> BeamOutput:
+                timings: dict | None = None, decoder_prefix=None, suppress_tokens=None,
+                begin_suppress_tokens=None) -> BeamOutput:
     """Beam search over `prompts` (lists of token ids, any lengths; images [batch, height, width,
-    channels] for an image-to-text model). `timings`, if given, gets
-    "compile_s" (0 when cached) and "total_s" (the search itself)."""
+    channels] for an image-to-text model; log-mel features [batch, mel bins, frames] for
+    Whisper). `timings`, if given, gets "compile_s" (0 when cached) and "total_s" (the search
+    itself). `decoder_prefix`, `suppress_tokens`, `begin_suppress_tokens`: as
+    `jaxformer.generate.generate` takes them."""
     config = model.config
     io = steps_for(model)
     io.check_request(prompts, settings.max_new_tokens, config)
     graphdef, state = nnx.split(model)
     tokens, lengths = io.inputs(prompts, config, settings.pad_id)
+    controls = decoder_controls(config, len(tokens), settings.max_new_tokens,
+                                decoder_prefix=decoder_prefix, suppress_tokens=suppress_tokens,
+                                begin_suppress_tokens=begin_suppress_tokens).arrays()
     rules = rule_arguments(settings)
     start = time.perf_counter()
-    fn, fresh = _compiled_fn(graphdef, settings, state, tokens, lengths, rules)
+    fn, fresh = _compiled_fn(graphdef, settings, state, tokens, lengths, rules, controls)
     compiled_at = time.perf_counter()
-    out = jax.block_until_ready(fn(state, tokens, lengths, *rules))
+    out = jax.block_until_ready(fn(state, tokens, lengths, *rules, controls))
     if timings is not None:
         timings["compile_s"] = compiled_at - start if fresh else 0.0
         timings["total_s"] = time.perf_counter() - compiled_at
@@ -224,12 +244,17 @@ def beam_decode(model: nnx.Module, prompts: list[list[int]], settings: BeamSetti
 def beam_search(model: nnx.Module, prompts: list[list[int]], max_new_tokens: int, *,
                 num_beams: int = 4, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, stop_tokens: list[int] | None = None,
-                timings: dict | None = None) -> list[list[int]]:
+                timings: dict | None = None, decoder_prefix=None, suppress_tokens=None,
+                begin_suppress_tokens=None) -> list[list[int]]:
     """The best continuation of each prompt (for an encoder-decoder: the best output for each
     source) by beam search with `num_beams` beams, as HF transformers' `generate(num_beams=...)`
     finds it (see the module docstring for the rules). A hypothesis ends at one of `stop_tokens`
-    (kept as its last token) or after `max_new_tokens`. Returns the new tokens of each prompt."""
+    (kept as its last token) or after `max_new_tokens`. `decoder_prefix`, `suppress_tokens`,
+    `begin_suppress_tokens`: as `jaxformer.generate.generate` takes them. Returns the new tokens
+    of each prompt."""
     settings = make_settings(max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                              early_stopping=early_stopping, stop_tokens=stop_tokens)
-    out = beam_decode(model, list(prompts), settings, timings=timings)
+    out = beam_decode(model, prompts if hasattr(prompts, "shape") else list(prompts), settings,
+                      timings=timings, decoder_prefix=decoder_prefix,
+                      suppress_tokens=suppress_tokens, begin_suppress_tokens=begin_suppress_tokens)
     return [row[:n].tolist() for row, n in zip(out.tokens, out.num_tokens)]

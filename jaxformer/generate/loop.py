@@ -15,6 +15,11 @@ so changing them reuses the compiled program. The program is memoized per (graph
 static settings, input shapes), so prompts of a new length that fall in an old bucket reuse the
 old program too.
 
+An encoder-decoder's decoder may start from a given prefix instead of its start token, and
+tokens may be suppressed (Whisper's `suppress_tokens`, and `begin_suppress_tokens` at the first
+new token only): the `controls` argument, a dict of traced arrays (`DecoderControls.arrays`), so
+other prefixes of the same length and other suppressed sets reuse the compiled program.
+
 Each row has its own key: row i's randomness at step t is `fold_in(rngs[i], t)`, drawn over that
 row alone, so a row's tokens do not depend on the other rows of the batch, a seed fixes the text,
 and asking for more tokens extends the same text rather than changing it.
@@ -30,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxformer.generate import sampling
+from jaxformer.generate.controls import suppressed
 from jaxformer.generate.steps import steps_for
 from jaxformer.nn.lora import adapter_rows
 
@@ -122,12 +128,13 @@ def trace_count() -> int:
 def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
                    ordered_callbacks: bool = True) -> Callable:
     """decode(state, tokens [batch, bucket] int32, lengths [batch] int32, rngs [batch] keys,
-    temperature float32 [], top_p float32 [], adapter_ids [batch] int32 (optional)) -> (new
-    tokens [batch, max_new_tokens], num_tokens [batch], logits or None). Pure; not jitted. Only
-    `settings.program_key()` is read from the settings. `adapter_ids` picks each row's LoRA
-    adapter of a model with stacked adapters (`jaxformer.finetune.stack_adapters`; -1: the base),
-    gathered per row inside the program. `ordered_callbacks=False` is needed when the program
-    spans several devices."""
+    temperature float32 [], top_p float32 [], adapter_ids [batch] int32 (optional), controls
+    (optional, `DecoderControls.arrays()`)) -> (new tokens [batch, max_new_tokens], num_tokens
+    [batch], logits or None). Pure; not jitted. Only `settings.program_key()` is read from the
+    settings. `adapter_ids` picks each row's LoRA adapter of a model with stacked adapters
+    (`jaxformer.finetune.stack_adapters`; -1: the base), gathered per row inside the program.
+    The logits returned are the model's, before suppression. `ordered_callbacks=False` is needed
+    when the program spans several devices."""
     s = settings
     stop = np.asarray(s.stop_tokens or (-1,), np.int32)  # -1 matches nothing
     greedy = s.temperature == 0.0
@@ -139,18 +146,20 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
         return sampling.sample(logits, keys, temperature=temperature, top_k=s.top_k,
                                top_p=top_p if s.top_p is not None else None)
 
-    def decode(state, tokens, lengths, rngs, temperature, top_p, adapter_ids=None):
+    def decode(state, tokens, lengths, rngs, temperature, top_p, adapter_ids=None, controls=None):
         with adapter_rows(adapter_ids):  # read by stacked LoRA adapters while tracing
-            return run(state, tokens, lengths, rngs, temperature, top_p)
+            return run(state, tokens, lengths, rngs, temperature, top_p, controls or {})
 
-    def run(state, tokens, lengths, rngs, temperature, top_p):
+    def run(state, tokens, lengths, rngs, temperature, top_p, controls):
         _STATE.traces += 1
         model = nnx.merge(graphdef, state)
         io = steps_for(model)  # decoder-only or encoder-decoder prefill and step
         batch, bucket = tokens.shape[:2]  # images: [batch, height, ...] (their steps ignore bucket)
-        max_len = io.cache_length(bucket, s.max_new_tokens, model.config)
-        last_logits, cache, first_position = io.prefill(model, tokens, lengths, max_len)
-        token = choose(last_logits, rngs, 0, temperature, top_p)
+        prefix = controls.get("prefix")
+        max_len = io.cache_length(bucket, s.max_new_tokens, model.config,
+                                  *(() if prefix is None else (prefix.shape[1],)))
+        last_logits, cache, first_position = io.prefill(model, tokens, lengths, max_len, prefix)
+        token = choose(suppressed(last_logits, controls, True), rngs, 0, temperature, top_p)
         valid = jnp.ones((batch,), bool)
         done = jnp.isin(token, stop)
         if s.stream:
@@ -162,7 +171,7 @@ def make_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, *,
             # einsum attention) may do so here.
             model = nnx.merge(graphdef, state)
             logits, cache = io.step(model, token, first_position + t - 1, cache)
-            new = choose(logits, rngs, t, temperature, top_p)
+            new = choose(suppressed(logits, controls, False), rngs, t, temperature, top_p)
             # A finished row keeps emitting pad; its (ignored) cache writes stay within its own row.
             new = jnp.where(done, s.pad_id, new)
             valid = ~done
@@ -194,11 +203,13 @@ def _leaf_signature(x) -> tuple:
 def compiled_decode_fn(graphdef: nnx.GraphDef, settings: DecodeSettings, state, *args
                        ) -> tuple[Callable, bool]:
     """The compiled program for these settings and input shapes, and whether it was just built.
-    `args`: the decode function's (tokens, lengths, rngs, temperature, top_p[, adapter_ids]).
-    Compiling ahead of time (lower + compile) keeps compilation out of the time to first token."""
+    `args`: the decode function's (tokens, lengths, rngs, temperature, top_p[, adapter_ids
+    [, controls]]). Compiling ahead of time (lower + compile) keeps compilation out of the time
+    to first token."""
     leaves, treedef = jax.tree.flatten(state)
+    arg_leaves, arg_treedef = jax.tree.flatten(args)
     key = (graphdef, settings.program_key(), treedef, tuple(_leaf_signature(x) for x in leaves),
-           tuple(_leaf_signature(x) for x in args))
+           arg_treedef, tuple(_leaf_signature(x) for x in arg_leaves))
     compiled = _STATE.compiled
     fn = compiled.get(key)
     if fn is not None:
