@@ -35,3 +35,4 @@ class ModelOutput:
     text_embeds: jax.Array | None = None  # [texts, projection]
     image_embeds: jax.Array | None = None  # [images, projection]
     encoder_last_hidden_state: jax.Array | None = None  # [batch, source_time, embed] (seq2seq)
+    rewards: jax.Array | None = None  # [batch] float32 (a reward model: the last real token's score)

@@ -4,8 +4,9 @@
 """
 
 # The built-in tasks register themselves on import.
-from jaxformer.tasks import (causal_lm, classification, contrastive, image_captioning,  # noqa: F401
-                             image_classification, masked_lm, seq2seq, span_qa)
+from jaxformer.tasks import (causal_lm, classification, contrastive, dpo,  # noqa: F401
+                             image_captioning, image_classification, masked_lm, reward, seq2seq,
+                             span_qa)
 from jaxformer.tasks.base import Metric, Task, TaskConfig, mean, perplexity
 from jaxformer.tasks.registry import get_task, make_task, register_task, task_names
 

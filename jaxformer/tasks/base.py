@@ -48,6 +48,9 @@ class Task(abc.ABC):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = TaskConfig
+    # A task that compares the model with its starting weights (DPO's reference) sets this: the
+    # training loop then calls `set_reference` once, after `prepare` and before any batch.
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config
@@ -63,6 +66,11 @@ class Task(abc.ABC):
         (e.g. `model.vocab_size` from the tokenizer). `run` is the run directory (a
         `jaxformer.train.RunDir`): a task may read artifacts a previous start saved there and
         must save new ones with `save_artifacts`."""
+
+    def set_reference(self, model: Any) -> None:
+        """Given the plain model holding the run's starting weights (`train.init_from` or
+        `finetune.base`; no LoRA or other rewrite), once, when `needs_reference` is set: the task
+        takes from it what its batches need, and keeps no reference to it."""
 
     def save_artifacts(self, run: Any) -> None:
         """Write what sampling from the run later needs (a tokenizer). Process 0 only."""

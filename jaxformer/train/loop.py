@@ -33,7 +33,8 @@ from jaxformer.train.run_dir import (RunDir, check_same_run, ensure_writable, op
 from jaxformer.train.state import init_train_state, model_graphdef
 from jaxformer.train.step import make_train_step
 from jaxformer.train.stopping import StopSignals
-from jaxformer.train.warm_start import create_from_source, prepare_run_dir, warm_start_source
+from jaxformer.train.warm_start import (create_from_source, prepare_run_dir, reference_model,
+                                       warm_start_source)
 
 
 class NonFiniteLossError(UserError):
@@ -71,6 +72,8 @@ def prepare_run(config: Config, run: RunDir, say):
     prepare_run_dir(config, run)  # a run started from another run reuses its tokenizer
     config = task.prepare(run, say)
     check_same_run(run, config)
+    if task.needs_reference:  # DPO: the starting weights, used once and dropped
+        task.set_reference(reference_model(config))
     return config, task
 
 

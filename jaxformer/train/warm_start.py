@@ -37,7 +37,7 @@ from jaxformer.errors import ConfigError
 from jaxformer.finetune.rewrite import unload
 from jaxformer.finetune.trainable import trainable_filter
 from jaxformer.interop import hf
-from jaxformer.models import abstract_model
+from jaxformer.models import abstract_model, build_model
 from jaxformer.models.layers import unstack_all_layers
 from jaxformer.parallel.state import named_shardings
 from jaxformer.train.run_dir import load_run
@@ -182,6 +182,27 @@ def match_source(source: Source, config: Config, say=None) -> nnx.State:
     variables = dict(nnx.to_flat_state(abstract))
     return nnx.from_flat_state([(path, variables[path].replace(value))
                                 for path, value in filled.items()])
+
+
+def reference_model(config: Config, say=None) -> nnx.Module:
+    """The plain model (the run's family and sizes, no LoRA or other rewrite) holding the
+    warm-start source's weights, all of them: the frozen reference a task such as DPO compares
+    the trained model with. A ConfigError when the run names no source or the source lacks some
+    of the model's parameters."""
+    source = warm_start_source(config)
+    if source is None:
+        raise ConfigError(f"task.name={config.task.name} compares the model with its starting "
+                          f"weights: name them with train.init_from (a causal_lm run) or "
+                          f"finetune.base")
+    base = match_source(source, config, say)
+    model = build_model(config.model, rngs=nnx.Rngs(0))
+    wanted = {path for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    missing = sorted("/".join(map(str, p)) for p in wanted - {p for p, _ in nnx.to_flat_state(base)})
+    if missing:
+        raise ConfigError(f"{source} has no weights for {', '.join(missing[:4])}: the reference "
+                          f"model of task.name={config.task.name} must come whole from it")
+    nnx.update(model, base)
+    return model
 
 
 def create_from_source(config: Config, plan, say=None):

@@ -11,6 +11,7 @@ from jaxformer.nn.positions import RopeScaling
 from jaxformer.nn.sparse_attention import PATTERNS, SparsePattern, make_pattern
 
 POSITIONS = ("learned", "rope", "sinusoidal", "alibi", "none")
+HEADS = ("lm", "reward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,10 @@ class DecoderConfig(ModelConfig, VocabPadding, Heads):
     activation: str = "gelu_tanh"  # gelu | gelu_tanh | relu | silu | swiglu | geglu | reglu
     use_bias: bool = True  # biases in attention and feed-forward projections (and LayerNorm)
     tie_embeddings: bool = True  # LM head = token embedding transposed
+    # lm: next-token logits. reward: a reward model, a Linear(d_model, 1) on the final hidden
+    # state of each row's last real token (the last with a nonzero segment id) -> `rewards` [batch];
+    # no LM head, `logits` is None.
+    head: str = "lm"
     dropout: float = 0.0  # on embeddings and residual branches
     sliding_window: int | None = None  # attend to at most this many previous tokens
     # Sparse attention (nn/sparse_attention.py): strided | fixed (Child et al. 2019, `sparse_stride`
@@ -76,6 +81,7 @@ class DecoderConfig(ModelConfig, VocabPadding, Heads):
         check_choice(self, "position", POSITIONS)
         check_choice(self, "norm", NORMS)
         check_choice(self, "norm_position", ("pre", "post"))
+        check_choice(self, "head", HEADS)
         check_choice(self, "activation", tuple(ACTIVATIONS) + tuple(GATED))
         check_compute(self)
         check_positive(self, "vocab_size", "vocab_pad_multiple", "d_model", "num_layers", "num_heads",

@@ -14,7 +14,8 @@ def decoder_param_counts(config: DecoderConfig) -> ParamCounts:
     GPT-2 xl; the layers are identical, so one suffices. Vocabulary padding is not counted."""
     state = param_shapes(config.replace(num_layers=1))
     moe = config.moe_num_experts > 0
-    groups = dict.fromkeys(("token_embedding", "positions", "lm_head", "attention")
+    head = "reward_head" if config.head == "reward" else "lm_head"
+    groups = dict.fromkeys(("token_embedding", "positions", head, "attention")
                            + (("router", "experts") if moe else ("feed_forward",)) + ("norms",), 0)
     per_layer = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
@@ -29,7 +30,7 @@ def decoder_param_counts(config: DecoderConfig) -> ParamCounts:
             size = leaf_size(leaf) * config.num_layers
         else:
             group = {"embed": "token_embedding", "position_embedding": "positions",
-                     "lm_head": "lm_head"}.get(keys[0], "norms")
+                     "lm_head": "lm_head", "reward_head": "reward_head"}.get(keys[0], "norms")
             size = leaf_size(leaf)
             if group in ("token_embedding", "lm_head"):  # [padded vocab, d] -> [vocab, d]
                 size = size // config.padded_vocab_size * config.vocab_size

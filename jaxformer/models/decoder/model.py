@@ -60,6 +60,16 @@ def make_block(config: DecoderConfig, rngs: nnx.Rngs) -> TransformerBlock:
                             norm_position=c.norm_position, dropout_rate=c.dropout)
 
 
+def last_token(x: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+    """x [batch, time, d] at each row's last real token (the last nonzero segment id; without
+    segment ids the last position) -> [batch, d]."""
+    time = x.shape[1]
+    if segment_ids is None:
+        return x[:, -1]
+    last = jnp.max(jnp.where(segment_ids != 0, jnp.arange(time), 0), axis=1)
+    return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
+
+
 class DecoderLM(nnx.Module):
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
         c = self.config = config
@@ -76,7 +86,12 @@ class DecoderLM(nnx.Module):
         self.final_norm = (make_norm(c.norm, c.d_model, eps=c.norm_eps, use_bias=c.use_bias,
                                      param_dtype=param_dtype, rngs=rngs)
                            if c.norm_position == "pre" else None)
-        self.lm_head = (None if c.tie_embeddings else
+        # A reward model (head "reward") scores a row with one number and has no LM head.
+        self.reward_head = (Linear(c.d_model, 1, in_axes=("embed",), out_axes=(None,), use_bias=True,
+                                   init=normal(c.init_std), dtype=dtype, param_dtype=param_dtype,
+                                   out_dtype=jnp.float32, rngs=rngs)
+                            if c.head == "reward" else None)
+        self.lm_head = (None if c.tie_embeddings or c.head == "reward" else
                         Linear(c.d_model, c.padded_vocab_size, in_axes=("embed",), out_axes=("vocab",),
                                use_bias=False, init=padded(normal(c.init_std), c.vocab_size, 1),
                                dtype=dtype, param_dtype=param_dtype, out_dtype=jnp.float32, rngs=rngs))
@@ -97,7 +112,9 @@ class DecoderLM(nnx.Module):
 
         Returns a ModelOutput: logits [batch, time, vocab] float32, cache (updated, or None),
         last_hidden_state [batch, time, embed] (after the final norm); with experts, aux holds the
-        load-balancing and router z-losses and stats the router statistics.
+        load-balancing and router z-losses and stats the router statistics. A reward model
+        (`head: reward`) returns `rewards` [batch] float32 (each row's last real token scored,
+        see `last_token`) in place of logits.
         """
         c = self.config
         batch, time = tokens.shape
@@ -122,8 +139,11 @@ class DecoderLM(nnx.Module):
 
         if self.final_norm is not None:
             x = self.final_norm(x)
-        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)[..., :c.vocab_size]
         aux, stats = split_stats(aux, c.num_layers if c.moe_num_experts else 0)
+        if self.reward_head is not None:
+            return ModelOutput(rewards=self.reward_head(last_token(x, segment_ids))[:, 0], cache=new_cache,
+                               aux=aux, stats=stats, last_hidden_state=x)
+        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)[..., :c.vocab_size]
         return ModelOutput(logits=constrain(logits, ("batch", "length", "vocab")), cache=new_cache,
                            aux=aux, stats=stats, last_hidden_state=x)
 
