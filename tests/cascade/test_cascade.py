@@ -46,6 +46,26 @@ def test_replay_matches_a_naive_loop():
     assert outcome.cost == pytest.approx(spent / 300)
 
 
+def test_a_score_equal_to_its_threshold_is_accepted():
+    """FrugalGPT's rule: a query stops at the first answer whose score reaches that model's
+    threshold, score >= threshold; the last model's answer is always taken."""
+    scores = np.array([[0.5, 0.4, 0.7, 0.1], [0.9, 0.9, 0.2, 0.3], [0.0, 0.0, 0.0, 0.0]])
+    correct = np.array([[True, False, True, False], [False, True, False, False],
+                        [False, False, False, True]])
+    outcome = simulate(Policy((0, 1, 2), (0.5, 0.9)), scores, correct, COSTS)
+    assert outcome.stopped_at.tolist() == [0, 1, 0, 2]
+    assert outcome.accuracy == pytest.approx(4 / 4)
+    assert outcome.cost == pytest.approx((1 + 5 + 1 + 21) / 4)
+
+
+def test_ties_in_accuracy_go_to_the_cheaper_policy():
+    """Every model always right: every policy is equally accurate, so the best one is the
+    cheapest, the first model alone at its cost, however much more the budget allows."""
+    scores, _ = synthetic(200, 3)
+    policy, outcome = learn(scores, np.ones((3, 200), bool), COSTS, 25.0, grid=5)
+    assert (policy, outcome.accuracy, outcome.cost) == (Policy((0,), ()), 1.0, COSTS[0])
+
+
 @pytest.mark.parametrize("budget", [3.0, 6.0, 10.0])
 def test_learned_thresholds_keep_the_budget_on_test(budget):
     val_scores, val_correct = synthetic(4000, 1)

@@ -11,7 +11,7 @@ and every relative link and every repository path it names exists.
   `python -m bench.X` must name a script of the bench package (`python bench/X.py` is refused: the
   scripts import `bench.common` and run as modules), `scripts/...` must exist, and every `--flag`
   given to a benchmark must be one its argument parser declares; `python -m pytest` paths must
-  exist.
+  exist; `python -m tests.mutations ARGS` must pass its own parser (`ARGS --list`).
   Any other command is an error here, so no command goes unchecked.
 - ```yaml blocks parse; one made of config sections (model:, train:, ...) is validated as a run
   config, its `mesh.rules` included; one whose first line is `# NAME.yaml` is also written under
@@ -41,6 +41,8 @@ import contextlib
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,10 @@ def check_command(words: list[str]) -> None:
             check_bench(args[1].removeprefix("bench."), args[2:])
         elif args[:2] == ["-m", "jaxformer"]:
             check_jaxformer(args[2:])
+        elif args[:2] == ["-m", "tests.mutations"]:  # its own parser and ids; runs nothing
+            listed = subprocess.run([sys.executable, "-m", "tests.mutations", *args[2:], "--list"],
+                                    cwd=ROOT, capture_output=True, text=True)
+            assert listed.returncode == 0, listed.stderr
         elif args and args[0].startswith("bench/"):
             raise AssertionError(f"benchmarks run as modules: python -m bench.{Path(args[0]).stem}")
         elif args and args[0].startswith("scripts/"):
