@@ -92,7 +92,9 @@ class AudioEncoder(nnx.Module):
         common = dict(init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = Linear((3, config.num_mel_bins), D, in_axes=(None, None), out_axes=("embed",),
                             **common)
-        self.conv2 = Linear((3, D), D, in_axes=(None, "embed"), out_axes=("embed",), **common)
+        # D in and D out: one logical axis may name only one dimension, so the input side is
+        # left unsharded, as conv1's is.
+        self.conv2 = Linear((3, D), D, in_axes=(None, None), out_axes=("embed",), **common)
         table = sinusoids(config.max_source_positions, D)
         self.positions = param(rngs.params(), lambda *_: jnp.asarray(table, param_dtype),
                                table.shape, ("position", "embed"), param_dtype)
