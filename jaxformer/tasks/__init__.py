@@ -7,6 +7,7 @@
 from jaxformer.tasks import (causal_lm, classification, contrastive, dpo,  # noqa: F401
                              image_captioning, image_classification, masked_lm, reward, seq2seq,
                              span_qa)
+from jaxformer.tasks import speech_recognition  # noqa: F401
 from jaxformer.tasks.base import Metric, Task, TaskConfig, mean, perplexity
 from jaxformer.tasks.registry import get_task, make_task, register_task, task_names
 
