@@ -19,6 +19,7 @@ COMMANDS = {
     "classify": ("jaxformer.commands.classify", "label texts with a fine-tuned encoder"),
     "embed": ("jaxformer.commands.embed", "sentence embeddings from an encoder (mean pooling)"),
     "reward": ("jaxformer.commands.reward", "score pairs of answers with a reward model, and its pair accuracy"),
+    "transcribe": ("jaxformer.commands.transcribe", "greedy transcripts of WAV files from a speech recognition run"),
     "cascade": ("jaxformer.commands.cascade", "FrugalGPT cascade of trained models under a cost budget"),
     "plan": ("jaxformer.commands.plan", "compile the ways to lay a run out on a TPU slice and pick the fastest that fits"),
     "compile": ("jaxformer.commands.compile", "compile a run's program for a TPU slice and report memory, collectives, speed"),
