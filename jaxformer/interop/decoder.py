@@ -119,6 +119,8 @@ def export_architecture(config: DecoderConfig) -> str:
         common.append("scan_layers=True (export the per-layer layout)")
     if c.sparse_pattern is not None:
         common.append(f"sparse_pattern={c.sparse_pattern}")
+    if c.head != "lm":
+        common.append(f"head={c.head!r} (HF's causal-LM classes carry a language-model head)")
     if c.moe_num_experts:
         common.append(f"moe_num_experts={c.moe_num_experts} (MixtralForCausalLM exports experts)")
     gpt2 = (c.position == "learned" and c.norm == "layernorm" and c.use_bias

@@ -56,6 +56,8 @@ def export_architecture(config: DecoderConfig) -> str:
         problems.append("no sparse pattern, pre-norm, per-layer layout")
     if c.tie_embeddings:
         problems.append("Mixtral has an untied LM head")
+    if c.head != "lm":
+        problems.append(f"head={c.head!r}: MixtralForCausalLM carries a language-model head")
     if problems:
         raise UnsupportedConfigError(f"MixtralForCausalLM cannot reproduce this config: {'; '.join(problems)}")
     return MIXTRAL

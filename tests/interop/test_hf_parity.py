@@ -356,6 +356,10 @@ def test_export_refuses_configs_hf_cannot_express(tmp_path):
     with pytest.raises(UnsupportedConfigError, match="no HuggingFace architecture"):
         hf.save(tmp_path, config, None)
     assert not any(tmp_path.iterdir())
+    # A reward model would be written as a plain LM, its scalar head lost.
+    with pytest.raises(UnsupportedConfigError, match="head='reward'"):
+        hf.save(tmp_path, load_model_config("tiny-gpt2").replace(head="reward"), None)
+    assert not any(tmp_path.iterdir())
 
 
 def test_export_of_a_jaxformer_model_runs_in_transformers(tmp_path):
