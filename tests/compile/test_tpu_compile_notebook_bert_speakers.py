@@ -2,9 +2,8 @@
 (v5e-1) as it is: its train step compiled for it, judged by the TPU compiler (which refuses a
 program that does not fit) and the compiled memory against the chip's HBM.
 
-A module of its own, as is the pretraining recipe's: the TPU compiler takes 1-2 minutes over each
-BERT recipe (the exact GELU's erf fused into the feed-forward products compiles several times
-slower than the tanh form), so the two run on different workers."""
+A module of its own, as is the pretraining recipe's: the TPU compiler takes about two minutes
+over each BERT recipe (see docs/tests.md), so the two run on different workers."""
 
 from jaxformer.commands.compile import compile_report, load_run_config
 
