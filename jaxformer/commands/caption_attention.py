@@ -147,7 +147,7 @@ def image_request(args) -> ImageRequest | None:
     flag = ("--digit-index" if args.digit_index is not None else
             "--image" if args.image is not None else None)
     config = saved_config(RunDir(path)) if is_run_dir(path) else None
-    if config is None or not getattr(config.model, "takes_images", False):
+    if config is None or config.model.encoder_input != "images":
         if flag is None or not path.exists():
             return None  # a text model (load_source explains a missing path)
         if config is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from jaxformer.errors import UserError
 from jaxformer.generate import beam_search, decode, generate_past_context, make_settings
 from jaxformer.generate.precision import WEIGHT_DTYPES, with_weights_dtype
-from jaxformer.generate.steps import is_encoder_decoder, steps_for
+from jaxformer.generate.steps import encoder_input, is_encoder_decoder, steps_for
 from jaxformer.generate.streaming import TextStream, TokenTimer
 from jaxformer.sources import Source, load_source
 
@@ -157,10 +157,15 @@ def run(args) -> int:
     if getattr(source.model.config, "family", None) == "encoder":
         raise UserError(f"{args.source} holds an encoder (BERT), which does not generate text: "
                         f"use `jaxformer fill-mask`, `classify` or `embed`")
-    if getattr(source.model.config, "takes_images", False):
+    reads = encoder_input(source.model)
+    if reads == "images":
         raise UserError(f"{args.source} captions images, not text prompts: use `jaxformer "
                         f"attention {args.source} --digit-index N` (or --image PATH), or "
                         f"jaxformer.generate.generate(model, images, ...) in Python")
+    if reads == "features":
+        raise UserError(f"{args.source} transcribes audio, not text prompts: use `jaxformer "
+                        f"transcribe {args.source} AUDIO.wav`, or "
+                        f"jaxformer.generate.generate(model, features, ...) in Python")
     source.model = with_weights_dtype(source.model, args.weights_dtype)
     prompts, texts = read_prompts(args, source)
     tokenizer = source.tokenizer

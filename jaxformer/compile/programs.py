@@ -24,7 +24,6 @@ from jaxformer.compile.topology import GiB
 from jaxformer.config import Config
 from jaxformer.errors import UserError
 from jaxformer.generate.loop import DecodeSettings, make_decode_fn
-from jaxformer.generate.steps import takes_images
 from jaxformer.models import abstract_model
 from jaxformer.nn.sharding import logical_to_spec
 from jaxformer.parallel import ParallelPlan
@@ -137,6 +136,16 @@ def compile_eval(config: Config, plan: ParallelPlan) -> Program:
                    sequences=config.train.batch_size, config=config)
 
 
+def _prompts(model_config, batch: int, prompt: int) -> tuple[tuple[int, ...], type]:
+    """Shape and dtype of a batch of prompts, by what the model's encoder reads."""
+    if model_config.encoder_input == "images":
+        enc = model_config.encoder
+        return (batch, enc.image_size, enc.image_size, enc.num_channels), jnp.float32
+    if model_config.encoder_input == "features":
+        return (batch, model_config.num_mel_bins, model_config.num_frames), jnp.float32
+    return (batch, prompt), jnp.int32
+
+
 def compile_generate(config: Config, plan: ParallelPlan, *, batch_size: int | None = None,
                      prompt_len: int | None = None, new_tokens: int | None = None) -> Program:
     """The decoding program for `batch_size` prompts (default: train.batch_size) of `prompt_len`
@@ -155,14 +164,9 @@ def compile_generate(config: Config, plan: ParallelPlan, *, batch_size: int | No
     with plan.context():
         state = with_shardings(abstract_vars, named_shardings(abstract_vars, plan.mesh, plan.rules))
         settings = DecodeSettings(max_new_tokens=new, temperature=1.0)
-        if takes_images(model_config):
-            enc = model_config.encoder
-            shape = (batch, enc.image_size, enc.image_size, enc.num_channels)
-            tokens = jax.ShapeDtypeStruct(shape, jnp.float32,
-                                          sharding=_spec_over_batch(plan.mesh, plan.rules, shape))
-        else:
-            tokens = jax.ShapeDtypeStruct((batch, prompt), jnp.int32,
-                                          sharding=_spec_over_batch(plan.mesh, plan.rules, (batch, prompt)))
+        shape, dtype = _prompts(model_config, batch, prompt)
+        tokens = jax.ShapeDtypeStruct(shape, dtype,
+                                      sharding=_spec_over_batch(plan.mesh, plan.rules, shape))
         rows = _spec_over_batch(plan.mesh, plan.rules, (batch,))
         lengths = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=rows)
         keys = jax.eval_shape(lambda: jax.vmap(jax.random.key)(jnp.zeros((batch,), jnp.uint32)))

@@ -15,14 +15,16 @@ steps over a cache. One small interface per kind of model, so the loops never as
     speech to text:  as the encoder-decoder, with log-mel features [mel bins, frames] for each
                      prompt (Whisper).
 
-What the encoder reads is the config's `encoder_input` class attribute: "tokens" (the default:
-lists of token ids), "images" or "features" (arrays, batched).
+What the encoder reads is the config's `encoder_input` class attribute (`ModelConfig`): "tokens"
+(lists of token ids), "images" or "features" (arrays, batched).
 
     steps = steps_for(model)
     tokens, lengths = steps.inputs(prompts, model.config, pad_id)
     logits, cache, first_position = steps.prefill(model, tokens, lengths, max_len, prefix)
     logits, cache = steps.step(model, token, positions, cache)
 """
+
+import abc
 
 import jax.numpy as jnp
 import numpy as np
@@ -126,7 +128,7 @@ def decoder_prefill(model, memory, max_len: int, prefix=None, memory_segment_ids
     return out.logits[:, -1], out.cache, jnp.full((batch,), length, jnp.int32)
 
 
-class ArrayToTextSteps(EncoderDecoderSteps):
+class ArrayToTextSteps(EncoderDecoderSteps, abc.ABC):
     """The prompts are one array for the batch, which the encoder reads whole (images, audio
     features): no padding, no lengths."""
 
@@ -146,8 +148,9 @@ class ArrayToTextSteps(EncoderDecoderSteps):
                             f"ids: pass one array for the batch") from None
         self.check_array(array, config)
 
+    @abc.abstractmethod
     def check_array(self, array: np.ndarray, config) -> None:
-        raise NotImplementedError
+        """Raise UserError for an array of the wrong shape for `config`'s encoder."""
 
     def inputs(self, prompts, config, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(the array float32 [batch, ...], lengths [batch]: unused, all 1)."""
@@ -194,21 +197,8 @@ def is_encoder_decoder(model_or_config) -> bool:
 
 
 def encoder_input(model_or_config) -> str:
-    """What a model's encoder reads: "tokens" (lists of token ids; also said of decoder-only
-    models), or one array for the batch: "images" or "features" (the config's `encoder_input`
-    class attribute; `takes_images` is the older spelling of "images")."""
-    config = getattr(model_or_config, "config", model_or_config)
-    default = "images" if getattr(config, "takes_images", False) else "tokens"
-    return getattr(config, "encoder_input", default)
-
-
-def takes_images(model_or_config) -> bool:
-    return encoder_input(model_or_config) == "images"
-
-
-def takes_array(model_or_config) -> bool:
-    """Whether the prompts are one array (images, features) rather than lists of token ids."""
-    return encoder_input(model_or_config) != "tokens"
+    """What a model's encoder reads: "tokens", "images" or "features" (`ModelConfig.encoder_input`)."""
+    return getattr(model_or_config, "config", model_or_config).encoder_input
 
 
 ARRAY_STEPS = {"images": ImageToTextSteps, "features": SpeechToTextSteps}

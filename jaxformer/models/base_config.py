@@ -14,7 +14,7 @@ exactly where a reader of that family's config looks for them.
 """
 
 import dataclasses
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 # How a model computes and is initialised rather than its shape; every family has these fields,
 # and CLIP and the image-to-text model pass them on to the configs of their towers.
@@ -24,6 +24,10 @@ COMPUTE_FIELDS = ("dropout", "attention_impl", "init_std", "dtype", "param_dtype
 
 class ModelConfig:
     """Base of every family's (frozen dataclass) config."""
+
+    # What the encoder (or a decoder-only model) reads, and so what generation takes as prompts:
+    # "tokens" (lists of token ids), "images" or "features" (one float array for the batch).
+    encoder_input: ClassVar[str] = "tokens"
 
     def replace(self, **changes) -> Self:
         """A copy with `changes` applied (the dataclass checks run again)."""

@@ -52,7 +52,7 @@ class ImageCaptioning(ImageTask):
 
     def validate(self) -> None:
         t, m = self.config.task, self.config.model
-        if not getattr(m, "takes_images", False):
+        if m.encoder_input != "images":
             raise ConfigError(f"task image_captioning needs an image-to-text model, not "
                               f"model.family={m.family}: use model.family=vision_encoder_decoder")
         if not 0.0 < t.val_fraction < 1.0:

@@ -109,7 +109,7 @@ class SpeechRecognition(Task):
 
     def validate(self) -> None:
         t, m = self.config.task, self.config.model
-        if getattr(m, "encoder_input", None) != "features":
+        if m.encoder_input != "features":
             raise ConfigError(f"task speech_recognition trains a model that reads log-mel "
                               f"features, not model.family={m.family}: use model.family=whisper")
         if t.dataset not in DATASETS:

@@ -18,6 +18,13 @@ def test_image_to_text_trains_and_decodes_on_four_chips():
     assert decode["loops"], "the decoding scan is a loop of the compiled program"
 
 
+def test_whisper_trains_and_decodes_from_log_mel_features():
+    config = load_run_config("whisper_tones_cpu", ["train.batch_size=8"], 1)
+    assert compile_report(config, "v5e-1")["fits"]
+    decode = compile_report(config, "v5e-1", program="generate")
+    assert decode["fits"] and decode["loops"]
+
+
 def test_the_encoder_decoder_decode_loop_compiles():
     report = compile_report(load_run_config("transformer_addition_cpu", [], 1), "v5e-1",
                             program="generate")

@@ -243,3 +243,12 @@ def test_transcribe_refuses_what_it_cannot_read(trained, tmp_path, capsys):
         assert captured.out == ""
         err = captured.err.strip().splitlines()
         assert len(err) == 1 and str(bad) in err[0] and words in err[0], err
+
+
+def test_generate_command_sends_audio_models_to_transcribe(trained, capsys):
+    from jaxformer.cli import main
+
+    path, _ = trained
+    assert main(["generate", str(path), "--prompt", "4 0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "transcribes audio, not text prompts: use `jaxformer transcribe" in err[0]

@@ -70,8 +70,7 @@ class VisionEncoderDecoderConfig(ModelConfig, Heads):
     scan_layers: bool = False
     remat: str = "auto"  # see models/layers.py: auto, none, keep_weights, dots_saveable, full
 
-    # Generation feeds it images, not token ids (`jaxformer.generate.steps`).
-    takes_images: ClassVar[bool] = True
+    encoder_input: ClassVar[str] = "images"
 
     def __post_init__(self):
         check_compute(self)

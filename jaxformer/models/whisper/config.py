@@ -30,7 +30,6 @@ class WhisperConfig(ModelConfig, VocabPadding):
     """
 
     is_encoder_decoder: ClassVar[bool] = True
-    # Generation feeds it log-mel features, not token ids (`jaxformer.generate.steps`).
     encoder_input: ClassVar[str] = "features"
 
     family: str = "whisper"
