@@ -30,6 +30,18 @@ def stream_seed(config: DataConfig, seed: int, split: str, purpose: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+def shuffled_rows(rows: list[dict], config: DataConfig, seed: int, batch_size: int,
+                  shard: ProcessShard):
+    """An endless iterator of batches of prepared examples (dicts of arrays): shard, then shuffle,
+    so each process keeps its examples, in a new order every epoch; this process's rows of each
+    global batch of `batch_size`."""
+    rows_per_process = shard.local_batch_size(batch_size)
+    ds = grain.MapDataset.source(rows)[shard.index::shard.count]
+    ds = ds.seed(stream_seed(config, seed, "train", "train")).shuffle().repeat()
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    return iter(ds.batch(rows_per_process, drop_remainder=True))
+
+
 def _dataset(config: DataConfig, tokenizer: Tokenizer, corpus: Corpus, *, batch_size: int,
              seq_len: int, seed: int, split: str, purpose: str, shard: ProcessShard,
              ) -> grain.IterDataset:

@@ -12,13 +12,12 @@ import dataclasses
 import json
 from typing import ClassVar
 
-import grain
 import jax
 import numpy as np
 
 from jaxformer.data import load_corpus
 from jaxformer.data.labelled import load_labelled, split_examples
-from jaxformer.data.pipeline import stream_seed
+from jaxformer.data.pipeline import shuffled_rows
 from jaxformer.data.sentence_pairs import format_pair
 from jaxformer.data.sharding import ProcessShard
 from jaxformer.inference import compiled_forward
@@ -103,14 +102,8 @@ class LabelledTask(Task):
 
     def train_iterator(self, *, process_index: int, process_count: int):
         t = self.config.train
-        shard = ProcessShard.resolve(process_index, process_count)
-        rows = shard.local_batch_size(t.batch_size)
-        seed = stream_seed(self.config.data, t.seed, "train", "train")
-        # Shard, then shuffle: each process keeps its examples, in a new order every epoch.
-        ds = grain.MapDataset.source(self.train_rows)[shard.index::shard.count]
-        ds = ds.seed(seed).shuffle().repeat()
-        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-        return iter(ds.batch(rows, drop_remainder=True))
+        return shuffled_rows(self.train_rows, self.config.data, t.seed, t.batch_size,
+                             ProcessShard.resolve(process_index, process_count))
 
     def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
         """The whole validation split (this process's rows of each batch), when

@@ -12,13 +12,12 @@ chosen and rejected of a pair next to each other.
 import dataclasses
 from typing import ClassVar
 
-import grain
 import jax
 import numpy as np
 
 from jaxformer.data import build_tokenizer, load_corpus, load_tokenizer
 from jaxformer.data.labelled import split_examples
-from jaxformer.data.pipeline import stream_seed
+from jaxformer.data.pipeline import shuffled_rows
 from jaxformer.data.preference import (RECIPE, encode_pairs, read_preferences,
                                        shakespeare_no_e_pairs, write_preferences)
 from jaxformer.data.sharding import ProcessShard
@@ -113,13 +112,8 @@ class PairsTask(Task):
 
     def train_iterator(self, *, process_index: int, process_count: int):
         t = self.config.train
-        shard = ProcessShard.resolve(process_index, process_count)
-        rows = shard.local_batch_size(t.batch_size)
-        seed = stream_seed(self.config.data, t.seed, "train", "train")
-        ds = grain.MapDataset.source(self.train_rows)[shard.index::shard.count]
-        ds = ds.seed(seed).shuffle().repeat()
-        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-        return iter(ds.batch(rows, drop_remainder=True))
+        return shuffled_rows(self.train_rows, self.config.data, t.seed, t.batch_size,
+                             ProcessShard.resolve(process_index, process_count))
 
     def eval_batches(self, *, process_index: int, process_count: int) -> list[dict]:
         """The whole validation split (this process's rows of each batch), when
