@@ -10,6 +10,19 @@ GROUPS = ("token_embedding", "positions", "lm_head", "encoder_attention", "encod
           "decoder_attention", "decoder_cross_attention", "decoder_feed_forward", "norms")
 
 
+def stack_layer_group(keys: tuple[str, ...], encoder_layers: int, decoder_layers: int
+                      ) -> tuple[str, int] | None:
+    """For a parameter of a one-layer-per-stack copy (its path `keys`): (its group, e.g.
+    "decoder_cross_attention" or "norms", and how many layers of its stack the real model has),
+    or None for a parameter outside the stacks' layers."""
+    if keys[0] not in STACKS or keys[1] != "layers":
+        return None
+    sublayer = next(k for k in keys[2:] if not k.isdigit())
+    group = (f"{keys[0]}_{sublayer}" if sublayer in ("attention", "cross_attention", "feed_forward")
+             else "norms")
+    return group, encoder_layers if keys[0] == "encoder" else decoder_layers
+
+
 def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
     """Counted from a copy with one layer per stack, each layer counted as often as the stack has
     layers (a stack's layers are identical; each stack has its own heads and width). As HF
@@ -22,11 +35,10 @@ def encoder_decoder_param_counts(config: EncoderDecoderConfig) -> ParamCounts:
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         keys = path_keys(path)
         size = leaf_size(leaf)
-        if keys[0] in ("encoder", "decoder") and keys[1] == "layers":
-            sublayer = next(k for k in keys[2:] if not k.isdigit())
-            group = (f"{keys[0]}_{sublayer}" if sublayer in ("attention", "cross_attention",
-                                                             "feed_forward") else "norms")
-            size *= c.encoder_layers if keys[0] == "encoder" else c.decoder_layers
+        layer = stack_layer_group(keys, c.encoder_layers, c.decoder_layers)
+        if layer is not None:
+            group, layers = layer
+            size *= layers
         elif keys[0] in ("encoder", "decoder"):
             group = ("positions" if keys[1] in ("position_embedding", "relative_bias")
                      else "norms")

@@ -4,6 +4,7 @@ and training FLOPs per token."""
 import jax
 
 from jaxformer.models.counting import ParamCounts, leaf_size, param_shapes, path_keys
+from jaxformer.models.encoder_decoder.costs import stack_layer_group
 from jaxformer.models.whisper.config import WhisperConfig
 
 GROUPS = ("token_embedding", "positions", "audio_stem", "encoder_attention",
@@ -22,11 +23,10 @@ def whisper_param_counts(config: WhisperConfig) -> ParamCounts:
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         keys = path_keys(path)
         size = leaf_size(leaf)
-        if keys[0] in ("encoder", "decoder") and keys[1] == "layers":
-            sublayer = next(k for k in keys[2:] if not k.isdigit())
-            group = (f"{keys[0]}_{sublayer}" if sublayer in ("attention", "cross_attention",
-                                                             "feed_forward") else "norms")
-            size *= c.encoder_layers if keys[0] == "encoder" else c.decoder_layers
+        layer = stack_layer_group(keys, c.encoder_layers, c.decoder_layers)
+        if layer is not None:
+            group, layers = layer
+            size *= layers
         elif keys[0] in ("encoder", "decoder"):
             group = {"positions": "positions", "position_embedding": "positions",
                      "conv1": "audio_stem", "conv2": "audio_stem"}.get(keys[1], "norms")
