@@ -45,17 +45,19 @@ def reshaped(name: str, hf_shape: tuple[int, ...], path: ParamPath, shape: tuple
 
 
 def fused_qkv(name: str, hf_shape: tuple[int, ...], prefix: ParamPath, suffix: str,
-              heads: int, head_dim: int) -> Tensor:
+              heads: int, head_dim: int, parts: tuple[str, ...] = ("query", "key", "value")
+              ) -> Tensor:
     """GPT-2's c_attn: [..., 3 * heads * head_dim] with q|k|v on the last axis -> three
-    [..., heads, head_dim] parameters."""
-    paths = tuple(prefix + (part, suffix) for part in ("query", "key", "value"))
+    [..., heads, head_dim] parameters (or the `parts` given: GPT-2's cross-attention fuses only
+    key|value)."""
+    paths = tuple(prefix + (part, suffix) for part in parts)
 
     def to_jax(w):
-        split = w.reshape(*w.shape[:-1], 3, heads, head_dim)
+        split = w.reshape(*w.shape[:-1], len(parts), heads, head_dim)
         return tuple(np.moveaxis(split, -3, 0))
 
-    def to_hf(q, k, v):
-        return np.stack([q, k, v], axis=-3).reshape(hf_shape)
+    def to_hf(*arrays):
+        return np.stack(arrays, axis=-3).reshape(hf_shape)
 
     return Tensor(name, tuple(hf_shape), paths, to_jax, to_hf)
 

@@ -15,13 +15,11 @@ queries, `c_attn` [D, 2D] with key|value on the last axis, `c_proj` [D, D], and 
 
 from typing import Any
 
-import numpy as np
-
 from jaxformer.interop import decoder, vit
 from jaxformer.interop.conventions import export_names, layer_norm
 from jaxformer.interop.converters import Converter, register_converter
 from jaxformer.interop.errors import UnsupportedConfigError
-from jaxformer.interop.tables import Tensor, reshaped
+from jaxformer.interop.tables import Tensor, fused_qkv, reshaped
 from jaxformer.models.decoder import DecoderConfig
 from jaxformer.models.vision_encoder_decoder import (ImageEncoderConfig, TextDecoderConfig,
                                                      VisionEncoderDecoderConfig)
@@ -109,21 +107,6 @@ def config_to_hf(arch: str, c: VisionEncoderDecoderConfig) -> dict[str, Any]:
 # --- weight tables ---
 
 
-def _key_value(name: str, hf_shape: tuple[int, ...], attention: tuple, suffix: str, heads: int,
-               head_dim: int) -> Tensor:
-    """GPT-2's cross-attention `c_attn`: [..., 2 * heads * head_dim], key|value on the last axis."""
-    paths = (attention + ("key", suffix), attention + ("value", suffix))
-
-    def to_jax(w):
-        split = w.reshape(*w.shape[:-1], 2, heads, head_dim)
-        return tuple(np.moveaxis(split, -3, 0))
-
-    def to_hf(k, v):
-        return np.stack([k, v], axis=-3).reshape(hf_shape)
-
-    return Tensor(name, hf_shape, paths, to_jax, to_hf)
-
-
 def cross_attention_tensors(i: int, D: int, H: int) -> list[Tensor]:
     """Block i's cross-attention sublayer and its norm (names under `decoder.`)."""
     hf, hd = f"decoder.transformer.h.{i}.", D // H
@@ -133,8 +116,10 @@ def cross_attention_tensors(i: int, D: int, H: int) -> list[Tensor]:
         reshaped(hf + "crossattention.q_attn.weight", (D, D), attention + ("query", "kernel"),
                  (D, H, hd)),
         reshaped(hf + "crossattention.q_attn.bias", (D,), attention + ("query", "bias"), (H, hd)),
-        _key_value(hf + "crossattention.c_attn.weight", (D, 2 * D), attention, "kernel", H, hd),
-        _key_value(hf + "crossattention.c_attn.bias", (2 * D,), attention, "bias", H, hd),
+        fused_qkv(hf + "crossattention.c_attn.weight", (D, 2 * D), attention, "kernel", H, hd,
+                  parts=("key", "value")),
+        fused_qkv(hf + "crossattention.c_attn.bias", (2 * D,), attention, "bias", H, hd,
+                  parts=("key", "value")),
         reshaped(hf + "crossattention.c_proj.weight", (D, D), attention + ("out", "kernel"),
                  (H, hd, D)),
         reshaped(hf + "crossattention.c_proj.bias", (D,), attention + ("out", "bias"), (D,)),

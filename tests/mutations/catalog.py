@@ -378,7 +378,7 @@ MUTATIONS: list[Mutation] = [
        'sliding_window=hf.get("sliding_window"),', "sliding_window=None,",
        "tests/models/test_mixtral.py::test_sliding_window_matches_hf"),
     _m("image-to-text-key-value-swapped", "import", "interop/vision_encoder_decoder.py",
-       'paths = (attention + ("key", suffix), attention + ("value", suffix))',
-       'paths = (attention + ("value", suffix), attention + ("key", suffix))',
+       'attention, "kernel", H, hd,\n                  parts=("key", "value")),',
+       'attention, "kernel", H, hd,\n                  parts=("value", "key")),',
        "tests/models/test_image_to_text_hf.py::test_import_matches_hf"),
 ]
