@@ -96,8 +96,8 @@ def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, *, gamma: float,
 
     def back(carry, step):
         delta, keep = step
-        advantage = delta + gamma * lam * carry * keep
-        return advantage * keep, advantage * keep
+        advantage = (delta + gamma * lam * carry) * keep
+        return advantage, advantage
 
     _, advantages = jax.lax.scan(back, jnp.zeros(r.shape[0]), (deltas.T, m.T), reverse=True)
     advantages = advantages.T

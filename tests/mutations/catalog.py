@@ -366,7 +366,7 @@ MUTATIONS: list[Mutation] = [
        "return (h - 1.0 / (2.0 * beta)) ** 2", "return (h - 1.0 / beta) ** 2",
        "tests/tasks/test_preference_losses.py::test_dpo_losses_equal_the_formulas"),
     _m("gae-no-lambda", "preference loss", "tasks/preference.py",
-       "advantage = delta + gamma * lam * carry * keep", "advantage = delta + gamma * carry * keep",
+       "advantage = (delta + gamma * lam * carry) * keep", "advantage = (delta + gamma * carry) * keep",
        "tests/tasks/test_preference_losses.py"),
     _m("ppo-clip-one-sided", "preference loss", "tasks/preference.py",
        "losses = jnp.maximum(-a * ratio, -a * jnp.clip(ratio, 1.0 - clip, 1.0 + clip))",
